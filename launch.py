@@ -1,0 +1,49 @@
+"""Runs one mh3 stage: `python launch.py --config=configs/<stage>.py[:k=v,...] [--workdir=DIR]`.
+
+The config names the stage (`config.stage`); see configs/ and README.md. A mistake a user can
+make (unknown config key, bad path, bad column) ends in one line on stderr and exit code 2.
+"""
+
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from mh3 import stages
+from mh3.errors import UserError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Stage config file, e.g. configs/student.py:dataset=sdcnl", lock_config=True
+)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/<stage>[-<dataset>]).")
+flags.mark_flag_as_required("config")
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def _parse_flags(argv):
+    # absl's own parser prints the whole usage text and exits 1; we want one line and exit 2.
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        _fail(str(e).splitlines()[0] if str(e) else repr(e))
+    except UserError as e:
+        _fail(str(e))
+
+
+def main(argv):
+    if len(argv) > 1:
+        _fail(f"unexpected arguments {argv[1:]}; pass options as --config.key=value")
+    try:
+        results = stages.run_stage(_CONFIG.value, _WORKDIR.value)
+    except UserError as e:
+        _fail(str(e))
+    logging.info("results: %s/results.json", results["workdir"])
+    print(f"results: {results['workdir']}/results.json")
+
+
+if __name__ == "__main__":
+    app.run(main, flags_parser=_parse_flags)

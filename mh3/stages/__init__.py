@@ -1,0 +1,78 @@
+"""The stage registry and the one way every stage is run.
+
+A stage is a module with `run(config, workdir) -> dict` that does one arrow of the data flow
+in DESIGN.md. `run_stage` wraps it: it writes `config.json`, skips the stage when `results.json`
+in the workdir was written for the same config (so a rerun after a kill resumes where it was,
+and a pipeline never repeats finished work), and writes `results.json` atomically at the end.
+"""
+
+import hashlib
+import importlib
+import json
+import os
+
+from absl import logging
+
+from mh3 import files
+from mh3.errors import UserError
+
+# Stage name -> module. Modules are imported only when their stage runs, so a stage's heavy
+# dependencies (torch for Bark, piper for speech) never slow down the others.
+STAGES = {
+    "describe": "mh3.stages.describe",
+}
+
+
+def config_hash(config) -> str:
+    """A stable fingerprint of a resolved config (its JSON with sorted keys)."""
+    text = json.dumps(config.to_dict(), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def default_workdir(config) -> str:
+    """`runs/<stage>[-<dataset>]`, the DESIGN.md default."""
+    name = config.stage
+    if "dataset" in config and config.dataset:
+        name += f"-{config.dataset}"
+    return os.path.join("runs", name)
+
+
+def is_done(config, workdir: str) -> bool:
+    """True when `workdir` holds results written for exactly this config."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return False
+    try:
+        return files.read_json(path).get("config_hash") == config_hash(config)
+    except (OSError, ValueError):
+        return False
+
+
+def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dict:
+    """Runs `config.stage` in `workdir` unless it is already done for this config.
+
+    Args:
+      config: a resolved ConfigDict from one of the files in configs/.
+      workdir: output folder; defaults to `default_workdir(config)`.
+      force: run even when finished results for the same config exist.
+
+    Returns:
+      The stage's results dict (also in `<workdir>/results.json`), with `workdir` set.
+    """
+    if config.stage not in STAGES:
+        raise UserError(
+            f"unknown stage {config.stage!r} in the config; known stages: {', '.join(sorted(STAGES))}"
+        )
+    workdir = workdir or default_workdir(config)
+    results_path = os.path.join(workdir, "results.json")
+    if not force and is_done(config, workdir):
+        logging.info("stage %s already done in %s; skipping", config.stage, workdir)
+        return files.read_json(results_path)
+    os.makedirs(workdir, exist_ok=True)
+    files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+    module = importlib.import_module(STAGES[config.stage])
+    results = module.run(config, workdir)
+    results = {"stage": config.stage, "config_hash": config_hash(config), **results}
+    results["workdir"] = workdir
+    files.write_json(results_path, results)
+    return results
