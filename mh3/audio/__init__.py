@@ -1,0 +1,1 @@
+"""mh3.audio (see DESIGN.md layout)."""

@@ -1,0 +1,1 @@
+"""mh3.data (see DESIGN.md layout)."""

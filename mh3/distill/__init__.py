@@ -1,0 +1,1 @@
+"""mh3.distill (see DESIGN.md layout)."""

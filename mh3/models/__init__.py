@@ -1,0 +1,1 @@
+"""mh3.models (see DESIGN.md layout)."""

@@ -1,0 +1,1 @@
+"""mh3.train (see DESIGN.md layout)."""

@@ -1,0 +1,1 @@
+"""HF checkpoint <-> Flax params: name resolution, name maps, strict merge, overrides."""
