@@ -58,7 +58,9 @@ def resolve_checkpoint(name: str) -> str:
     if os.path.isdir(expanded):
         return expanded
     if os.path.exists(expanded) or expanded.startswith((".", "/", "~")) or name.count("/") > 1:
-        raise UserError(f"checkpoint folder {name!r} does not exist; pass a folder with config.json")
+        raise UserError(
+            f"checkpoint folder {name!r} does not exist; pass a folder with config.json"
+        )
     return _download(name)
 
 
@@ -68,9 +70,7 @@ def _download(repo_id: str) -> str:
 
     try:
         # etag_timeout keeps an unreachable hub from hanging the run for long.
-        return huggingface_hub.snapshot_download(
-            repo_id, allow_patterns=_HUB_FILES, etag_timeout=5
-        )
+        return huggingface_hub.snapshot_download(repo_id, allow_patterns=_HUB_FILES, etag_timeout=5)
     except (errors.LocalEntryNotFoundError, errors.HfHubHTTPError, OSError, ValueError) as e:
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(

@@ -1,0 +1,243 @@
+"""Transformer encoder blocks shared by every model family in mh3.
+
+Two layer layouts cover the models we port:
+- `PostLNLayer`: BERT/RoBERTa/DistilBERT (residual add, then LayerNorm);
+- `PreLNLayer`: ViT/DeiT/AST (LayerNorm before attention and before the MLP).
+Both use the same `SelfAttention`. Submodules carry the names of the Hugging Face PyTorch
+modules (`attention/self/query`, `intermediate/dense`, ...) so that checkpoint conversion is a
+name map plus a few leaf rules (see mh3/weights).
+
+Parameters are always float32; `dtype` is the compute dtype (bf16 halves activation memory and
+uses bf16 matmuls where the CPU/GPU/TPU has them). Softmax and LayerNorm statistics run in
+float32 whatever the compute dtype, because bf16 loses too much there.
+"""
+
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+Dtype = Any
+
+# HF `hidden_act` names -> functions. HF "gelu" is the exact erf form; "gelu_new" and
+# "gelu_pytorch_tanh" are the tanh approximation.
+ACTIVATIONS = {
+    "gelu": functools.partial(jax.nn.gelu, approximate=False),
+    "gelu_new": functools.partial(jax.nn.gelu, approximate=True),
+    "gelu_pytorch_tanh": functools.partial(jax.nn.gelu, approximate=True),
+    "relu": jax.nn.relu,
+    "silu": jax.nn.silu,
+    "swish": jax.nn.silu,
+}
+
+
+def activation(name: str):
+    """The activation function for an HF `hidden_act` name."""
+    if name not in ACTIVATIONS:
+        raise ValueError(
+            f"hidden_act={name!r} is not supported; choose one of {sorted(ACTIVATIONS)}"
+        )
+    return ACTIVATIONS[name]
+
+
+def attention_bias(mask: jax.Array) -> jax.Array:
+    """(B, L) 1/0 key mask -> (B, 1, 1, L) additive bias: 0 where kept, float32 min where masked.
+
+    The minimum (not -inf) matches HF and keeps a fully masked row finite.
+    """
+    return jnp.where(mask[:, None, None, :] > 0, 0.0, jnp.finfo(jnp.float32).min).astype(
+        jnp.float32
+    )
+
+
+def dense(features: int, name: str, dtype: Dtype, init_std: float) -> nn.Dense:
+    """A Linear layer initialised like HF: N(0, initializer_range) weights, zero bias."""
+    return nn.Dense(
+        features,
+        name=name,
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.initializers.normal(init_std),
+    )
+
+
+def layer_norm(name: str, eps: float, dtype: Dtype) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=eps, name=name, dtype=dtype, param_dtype=jnp.float32)
+
+
+class SelfAttention(nn.Module):
+    """Multi-head scaled dot-product self-attention; the output projection is the caller's.
+
+    Submodules `query`, `key`, `value`. Returns the concatenated heads (B, L, D).
+    """
+
+    num_heads: int
+    dropout_rate: float
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array | None, train: bool) -> jax.Array:
+        b, length, d = x.shape
+        if d % self.num_heads:
+            raise ValueError(f"hidden size {d} is not divisible by {self.num_heads} heads")
+        head_dim = d // self.num_heads
+
+        def heads(name):
+            y = dense(d, name, self.dtype, self.init_std)(x)
+            return y.reshape(b, length, self.num_heads, head_dim)
+
+        q, k, v = heads("query"), heads("key"), heads("value")
+        # Scores in float32: the additive mask and softmax need the range.
+        scores = jnp.einsum("bqhd,bkhd->bhqk", q, k, preferred_element_type=jnp.float32) / jnp.sqrt(
+            jnp.float32(head_dim)
+        )
+        if bias is not None:
+            scores = scores + bias
+        probs = jax.nn.softmax(scores, axis=-1)
+        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=not train)
+        out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
+        return out.reshape(b, length, d)
+
+
+class Projection(nn.Module):
+    """dense -> dropout -> + residual [-> LayerNorm]: HF's `*Output` blocks.
+
+    Submodules `dense` and, when `eps` is set (post-LN), `LayerNorm`.
+    """
+
+    features: int
+    dropout_rate: float
+    eps: float | None = None
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, residual: jax.Array, train: bool) -> jax.Array:
+        y = dense(self.features, "dense", self.dtype, self.init_std)(x)
+        y = nn.Dropout(self.dropout_rate)(y, deterministic=not train) + residual
+        if self.eps is not None:
+            y = layer_norm("LayerNorm", self.eps, self.dtype)(y)
+        return y
+
+
+class Intermediate(nn.Module):
+    """The MLP's expansion: dense -> activation (HF `intermediate`, submodule `dense`)."""
+
+    features: int
+    act: str
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return activation(self.act)(dense(self.features, "dense", self.dtype, self.init_std)(x))
+
+
+class LayerSettings(nn.Module):
+    """The fields both layer layouts share (a base class; use PostLNLayer or PreLNLayer)."""
+
+    num_heads: int
+    intermediate_size: int
+    act: str
+    hidden_dropout: float
+    attention_dropout: float
+    eps: float
+    init_std: float = 0.02
+    dtype: Dtype = jnp.float32
+
+
+class _AttentionBlock(nn.Module):
+    """HF's `attention` scope: `self` (q/k/v) and `output` (dense [+ LayerNorm])."""
+
+    num_heads: int
+    dropout: float
+    attention_dropout: float
+    eps: float | None
+    init_std: float
+    dtype: Dtype
+    self_name: str = "self"
+
+    @nn.compact
+    def __call__(self, x, residual, bias, train):
+        ctx = SelfAttention(
+            self.num_heads, self.attention_dropout, self.init_std, self.dtype, name=self.self_name
+        )(x, bias, train)
+        return Projection(
+            residual.shape[-1], self.dropout, self.eps, self.init_std, self.dtype, name="output"
+        )(ctx, residual, train)
+
+
+class PostLNLayer(LayerSettings):
+    """BERT layer: x = LN(x + Attn(x)); x = LN(x + MLP(x))."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array | None, train: bool) -> jax.Array:
+        d = x.shape[-1]
+        x = _AttentionBlock(
+            self.num_heads,
+            self.hidden_dropout,
+            self.attention_dropout,
+            self.eps,
+            self.init_std,
+            self.dtype,
+            name="attention",
+        )(x, x, bias, train)
+        h = Intermediate(
+            self.intermediate_size, self.act, self.init_std, self.dtype, name="intermediate"
+        )(x)
+        return Projection(
+            d, self.hidden_dropout, self.eps, self.init_std, self.dtype, name="output"
+        )(h, x, train)
+
+
+class PreLNLayer(LayerSettings):
+    """ViT/AST layer: x = x + Attn(LN(x)); x = x + MLP(LN(x)).
+
+    HF names: `layernorm_before`, `attention/attention/{query,key,value}`,
+    `attention/output/dense`, `layernorm_after`, `intermediate/dense`, `output/dense`.
+    """
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array | None, train: bool) -> jax.Array:
+        d = x.shape[-1]
+        h = layer_norm("layernorm_before", self.eps, self.dtype)(x)
+        x = _AttentionBlock(
+            self.num_heads,
+            self.hidden_dropout,
+            self.attention_dropout,
+            None,
+            self.init_std,
+            self.dtype,
+            self_name="attention",
+            name="attention",
+        )(h, x, bias, train)
+        h = layer_norm("layernorm_after", self.eps, self.dtype)(x)
+        h = Intermediate(
+            self.intermediate_size, self.act, self.init_std, self.dtype, name="intermediate"
+        )(h)
+        return Projection(d, self.hidden_dropout, None, self.init_std, self.dtype, name="output")(
+            h, x, train
+        )
+
+
+class Encoder(nn.Module):
+    """A stack of `num_layers` layers named `layer_0`, `layer_1`, ... (HF `encoder.layer.N`).
+
+    Attributes:
+      layer_cls: PostLNLayer or PreLNLayer.
+      layer_kwargs: the LayerSettings fields, the same for every layer.
+      num_layers: depth.
+    """
+
+    layer_cls: Any
+    layer_kwargs: dict
+    num_layers: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, bias: jax.Array | None, train: bool) -> jax.Array:
+        for i in range(self.num_layers):
+            x = self.layer_cls(**self.layer_kwargs, name=f"layer_{i}")(x, bias, train)
+        return x
