@@ -133,7 +133,9 @@ def from_hf(
         raise UserError(
             f"{path_or_name}: unknown override(s) {unknown}; allowed: {sorted(family.OVERRIDES)}"
         )
-    tensors = {family.strip_prefix(k): v for k, v in read_tensors(folder).items()}
+    raw = read_tensors(folder)
+    original = {family.strip_prefix(k): k for k in raw}  # for error messages
+    tensors = {family.strip_prefix(k): v for k, v in raw.items()}
     config = family.make_config(hf, tensors, num_labels, overrides)
     model = family.build(config, dtype)
     batch = family.example_batch(config)
@@ -154,7 +156,7 @@ def from_hf(
             if is_head and num_labels is not None:
                 reinit.add(path)
                 continue
-            unexpected.append(key)
+            unexpected.append(original[key])
             continue
         value = _to_flax(tensor, path[-1])
         if value.shape != target[path].shape:
@@ -162,7 +164,7 @@ def from_hf(
                 reinit.add(path)
                 continue
             raise UserError(
-                f"{folder}: tensor {key} has shape {tensor.shape}, the model expects "
+                f"{folder}: tensor {original[key]} has shape {tensor.shape}, the model expects "
                 f"{'/'.join(path)} of shape {target[path].shape} (after layout conversion); "
                 "check config.json against the weights"
             )
