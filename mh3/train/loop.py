@@ -1,0 +1,280 @@
+"""The training loop shared by every trained stage: epochs, validation, checkpoints, resume.
+
+`fit` drives a pmapped `train_step` over batches that the caller produces per epoch. Batches
+must depend only on (seed, epoch), never on process state: a rerun restores the latest
+checkpoint, skips the batches of the current epoch it already consumed, and continues, so it
+ends with exactly the parameters of an uninterrupted run.
+
+Keys of `config.train` used here (every one set in the stage config):
+  epochs: passes over the training data.
+  num_steps: stop after this many steps (0 = epochs decide).
+  model_choice: `last` (the paper: keep the final model) or `best_val` (the model of the epoch
+    with the best validation `select_metric`).
+  select_metric: `loss` (lower is better) or a key of mh3.train.metrics (higher is better).
+  early_stop_patience: the paper's rule, 0 = off: stop when the last N validation losses are
+    all above the minimum of the earlier ones.
+  checkpoint_every_steps: also checkpoint every N steps inside an epoch (0 = epoch ends only).
+  max_to_keep: checkpoints kept on disk.
+  log_every_steps: how often training metrics are fetched from the devices and logged.
+"""
+
+import functools
+import json
+import os
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+import numpy as np
+from absl import logging
+from tqdm import tqdm
+
+from mh3.errors import UserError
+from mh3.train import checkpoints, parallel, steps
+from mh3.train import metrics as metrics_lib
+from mh3.train import state as state_lib
+
+
+class NonFiniteLoss(UserError):
+    """The training loss became NaN or infinite; the message names the last good checkpoint."""
+
+
+def early_stop(val_losses: Sequence[float], patience: int) -> bool:
+    """The paper's rule: the last `patience` losses are all above the earlier minimum."""
+    if patience <= 0 or len(val_losses) <= patience:
+        return False
+    return min(val_losses[-patience:]) > min(val_losses[:-patience])
+
+
+def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None) -> dict:
+    """Loss over a split and, with `class_names`, every mh3.train.metrics value.
+
+    Returns:
+      dict with `loss`, and `logits`, `labels`, `mask` (host arrays, padding rows included)
+      plus the classification metrics when class_names is given.
+    """
+    logits, labels, masks, losses, counts = [], [], [], [], []
+    pending = []
+    for batch, host in parallel.prefetch(batches):
+        labels.append(np.asarray(host["label"]))
+        masks.append(np.asarray(host["mask"]))
+        pending.append(p_eval(pstate, batch))
+    for out in parallel.to_host(pending):
+        logit = out["logits"]
+        logits.append(logit.reshape(-1, *logit.shape[2:]))
+        losses.append(float(out["metrics"]["loss"][0]))
+        counts.append(float(out["metrics"]["count"][0]))
+    total = max(sum(counts), 1.0)
+    result = {
+        "loss": float(sum(x * c for x, c in zip(losses, counts, strict=True)) / total),
+        "logits": np.concatenate(logits),
+        "labels": np.concatenate(labels),
+        "mask": np.concatenate(masks),
+    }
+    if class_names is not None:
+        result.update(
+            metrics_lib.classification(
+                result["logits"], result["labels"], result["mask"], class_names
+            )
+        )
+    return result
+
+
+def _better(metric: str, new: float, old: float | None) -> bool:
+    if old is None:
+        return True
+    return new < old if metric == "loss" else new > old
+
+
+class _Log:
+    """metrics.jsonl writer; on resume it drops lines from steps after the restored one."""
+
+    def __init__(self, workdir: str, resume_step: int):
+        self.path = os.path.join(workdir, "metrics.jsonl")
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                kept = [
+                    line for line in f if line.strip() and json.loads(line)["step"] <= resume_step
+                ]
+            with open(self.path, "w") as f:
+                f.writelines(kept)
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def fit(
+    state: state_lib.TrainState,
+    *,
+    loss_fn: Callable,
+    train_batches: Callable[[int], Iterable[dict]],
+    steps_per_epoch: int,
+    val_batches: Callable[[], Iterable[dict]] | None,
+    train_config,
+    workdir: str,
+    class_names: Sequence[str] | None = None,
+) -> tuple[state_lib.TrainState, list[dict]]:
+    """Trains `state`, resuming from `<workdir>/checkpoints` when it holds a checkpoint.
+
+    Args:
+      state: a fresh host state (mh3.train.state.create); its shapes are the restore target.
+      loss_fn: per-example loss (see mh3.train.steps).
+      train_batches: epoch -> host batches of that epoch (each with `mask`; the row count a
+        multiple of the device count), deterministic in (seed, epoch).
+      steps_per_epoch: batches per epoch.
+      val_batches: () -> validation batches, or None for no validation.
+      train_config: the `config.train` block (keys in the module docstring).
+      workdir: run folder for checkpoints/ and metrics.jsonl.
+      class_names: enables classification metrics in validation records.
+
+    Returns:
+      (host state with the chosen params, per-epoch validation records).
+
+    Raises:
+      NonFiniteLoss: the loss became NaN/inf; the last good checkpoint stays on disk.
+    """
+    cfg = train_config
+    keep_best = cfg.model_choice == "best_val"
+    if cfg.model_choice not in ("last", "best_val"):
+        raise UserError(f"config train.model_choice={cfg.model_choice!r}; choose last or best_val")
+    if keep_best and val_batches is None:
+        raise UserError("config train.model_choice=best_val needs a validation split")
+    total_steps = cfg.num_steps or cfg.epochs * steps_per_epoch
+    ckpt = checkpoints.Checkpoints(workdir, max_to_keep=cfg.max_to_keep, keep_best=keep_best)
+    loop = {"history": [], "best_score": None, "best_epoch": None, "stopped": False}
+    best = None
+    if ckpt.latest_step() is not None:
+        state, loop, best = ckpt.restore(state)
+        logging.info("resuming from checkpoint at step %d in %s", int(state.step), ckpt.directory)
+    start = int(state.step)
+    log = _Log(workdir, start)
+    p_train = parallel.pmap(
+        functools.partial(steps.train_step, loss_fn=loss_fn), donate_argnums=(0,)
+    )
+    p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=loss_fn))
+    pstate = parallel.replicate(state)
+    last_saved = ckpt.latest_step()
+    pending: list = []
+    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    clock = {"t": time.perf_counter(), "examples": 0}
+
+    def flush(step: int, epoch: int) -> None:
+        # The only host sync of the training steps: fetch what accumulated since last time.
+        if not pending:
+            return
+        fetched = parallel.to_host(list(pending))
+        pending.clear()
+        for i, m in enumerate(fetched):
+            if m["finite"][0] < 1:
+                bad = step - len(fetched) + i + 1
+                where = f"step {last_saved} in {ckpt.directory}" if last_saved else "none saved"
+                raise NonFiniteLoss(
+                    f"training loss became NaN/inf at step {bad} (epoch {epoch + 1}); stopped; "
+                    f"last good checkpoint: {where}; lower optim.learning_rate or set "
+                    "optim.clip_norm"
+                )
+        now = time.perf_counter()
+        rate = clock["examples"] / max(now - clock["t"], 1e-9)
+        clock.update(t=now, examples=0)
+        loss = float(np.mean([m["loss"][0] for m in fetched]))
+        acc = (
+            float(np.mean([m["accuracy"][0] for m in fetched]))
+            if "accuracy" in fetched[0]
+            else None
+        )
+        log.write(
+            {
+                "step": step,
+                "epoch": epoch,
+                "split": "train",
+                "loss": loss,
+                "accuracy": acc,
+                "examples_per_s": rate,
+            }
+        )
+        bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{rate:.1f}")
+
+    try:
+        step = start
+        epoch = start // steps_per_epoch
+        done_epochs = len(loop["history"])
+        while step < total_steps and not loop["stopped"]:
+            skip = step - epoch * steps_per_epoch
+            if epoch < done_epochs:  # finished epoch whose validation is already recorded
+                epoch += 1
+                continue
+            batches = iter(train_batches(epoch))
+            for _ in range(skip):
+                next(batches)
+            todo = range(steps_per_epoch - skip)
+            for (batch, host), _ in zip(parallel.prefetch(batches), todo, strict=False):
+                pstate, m = p_train(pstate, batch)
+                pending.append(m)
+                step += 1
+                clock["examples"] += int(np.sum(host["mask"]))
+                bar.update(1)
+                if step % cfg.log_every_steps == 0:
+                    flush(step, epoch)
+                end_of_epoch = step == (epoch + 1) * steps_per_epoch or step >= total_steps
+                if (
+                    cfg.checkpoint_every_steps
+                    and step % cfg.checkpoint_every_steps == 0
+                    and not end_of_epoch
+                ):
+                    flush(step, epoch)
+                    ckpt.save(step, parallel.unreplicate(pstate), loop, best)
+                    last_saved = step
+                if step >= total_steps:
+                    break
+            flush(step, epoch)
+            host_state = parallel.unreplicate(pstate)
+            if val_batches is not None:
+                val = evaluate(pstate, p_eval, val_batches(), class_names)
+                record = {k: v for k, v in val.items() if k not in ("logits", "labels", "mask")}
+                record.update(step=step, epoch=epoch, split="val")
+                log.write(record)
+                loop["history"].append(
+                    {
+                        "epoch": epoch,
+                        "step": step,
+                        "loss": val["loss"],
+                        "score": val[cfg.select_metric],
+                    }
+                )
+                logging.info(
+                    "epoch %d val loss %.4f %s %.4f",
+                    epoch + 1,
+                    val["loss"],
+                    cfg.select_metric,
+                    val[cfg.select_metric],
+                )
+                if keep_best and _better(
+                    cfg.select_metric, val[cfg.select_metric], loop["best_score"]
+                ):
+                    loop.update(best_score=val[cfg.select_metric], best_epoch=epoch)
+                    best = host_state.params
+                if host_state.plateau_tx is not None:
+                    host_state = state_lib.step_plateau(host_state, val["loss"])
+                    pstate = parallel.replicate(host_state)
+                losses = [h["loss"] for h in loop["history"]]
+                if early_stop(losses, cfg.early_stop_patience):
+                    logging.info(
+                        "early stop after epoch %d: last %d val losses above the minimum",
+                        epoch + 1,
+                        cfg.early_stop_patience,
+                    )
+                    loop["stopped"] = True
+            else:
+                loop["history"].append({"epoch": epoch, "step": step})
+            ckpt.save(step, host_state, loop, best)
+            last_saved = step
+            epoch += 1
+            done_epochs = len(loop["history"])
+    finally:
+        # Also on errors and interrupts: pending asynchronous saves must reach the disk.
+        bar.close()
+        ckpt.close()
+    final = parallel.unreplicate(pstate)
+    if keep_best and best is not None:
+        final = final.replace(params=best)
+    return final, loop["history"]

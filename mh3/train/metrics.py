@@ -1,0 +1,91 @@
+"""Classification metrics over a whole split, computed with scikit-learn on the host.
+
+Predictions arrive in padded batches; rows whose `mask` is 0 are dropped before any metric is
+computed. Keys follow DESIGN.md: accuracy, f1_macro, f1_weighted, f1_micro, per-class
+precision/recall/F1 (`precision_<class>`, ...), roc_auc (binary: positive = class 1;
+multi-class: one-vs-rest, macro), confusion_matrix (rows = true, columns = predicted).
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy.special import softmax
+from sklearn import metrics as skm
+
+from mh3 import files
+
+
+def classification(
+    logits: np.ndarray, labels: np.ndarray, mask: np.ndarray, class_names: Sequence[str]
+) -> dict:
+    """All metrics of one split.
+
+    Args:
+      logits: (N, C) raw scores, padding rows included.
+      labels: (N,) integer labels.
+      mask: (N,) 1 for real rows, 0 for padding.
+      class_names: C names in label order (used for per-class keys).
+
+    Returns:
+      A JSON-ready dict of floats and lists.
+    """
+    keep = np.asarray(mask).astype(bool)
+    logits = np.asarray(logits, np.float64)[keep]
+    labels = np.asarray(labels)[keep]
+    n_classes = len(class_names)
+    pred = logits.argmax(-1)
+    order = list(range(n_classes))
+    out = {
+        "n": int(keep.sum()),
+        "accuracy": float(skm.accuracy_score(labels, pred)),
+        "f1_macro": float(
+            skm.f1_score(labels, pred, average="macro", labels=order, zero_division=0)
+        ),
+        "f1_weighted": float(
+            skm.f1_score(labels, pred, average="weighted", labels=order, zero_division=0)
+        ),
+        "f1_micro": float(
+            skm.f1_score(labels, pred, average="micro", labels=order, zero_division=0)
+        ),
+    }
+    p, r, f, _ = skm.precision_recall_fscore_support(
+        labels, pred, labels=order, average=None, zero_division=0
+    )
+    for i, name in enumerate(class_names):
+        out[f"precision_{name}"] = float(p[i])
+        out[f"recall_{name}"] = float(r[i])
+        out[f"f1_{name}"] = float(f[i])
+    probs = softmax(logits, axis=-1)
+    out["roc_auc"] = _roc_auc(labels, probs, n_classes)
+    out["confusion_matrix"] = skm.confusion_matrix(labels, pred, labels=order).tolist()
+    return out
+
+
+def _roc_auc(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float | None:
+    # AUC is undefined when the split lacks a class; report None rather than fail the run.
+    if len(np.unique(labels)) < n_classes:
+        return None
+    if n_classes == 2:
+        return float(skm.roc_auc_score(labels, probs[:, 1]))
+    return float(skm.roc_auc_score(labels, probs, multi_class="ovr", labels=list(range(n_classes))))
+
+
+def plot_confusion(
+    matrix: Sequence[Sequence[int]], class_names: Sequence[str], path: str, title: str
+) -> None:
+    """Writes the confusion matrix as a PNG (counts in the cells)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(matrix)
+    size = 2.5 + 0.6 * len(class_names)
+    fig, ax = plt.subplots(figsize=(size, size))
+    skm.ConfusionMatrixDisplay(matrix, display_labels=list(class_names)).plot(
+        ax=ax, colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
+    plt.close(fig)

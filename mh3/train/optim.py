@@ -1,0 +1,120 @@
+"""Optimizers and schedules from a config block (`config.optim`).
+
+Keys of `config.optim` (every one set in the stage config):
+  name: `adam_l2` (torch `Adam(weight_decay=wd)`: wd * params added to the gradient, then Adam;
+        the paper's optimizer) or `adamw` (decoupled decay, off biases and LayerNorm scales).
+  learning_rate, weight_decay, b1, b2, eps.
+  schedule: `constant` or `warmup_linear` (linear warm-up for `warmup_steps`, then linear decay
+        to 0 at the last step).
+  warmup_steps: steps of warm-up (`warmup_linear` only).
+  clip_norm: global-norm gradient clipping, 0 = off.
+  accumulate_steps: gradients of this many batches are averaged before one update
+        (optax.MultiSteps); 1 = off.
+  plateau_patience, plateau_factor: reduce-on-plateau on the validation loss (epochs);
+        patience 0 = off. See mh3.train.state for how it is applied.
+"""
+
+import jax
+import optax
+
+from mh3.errors import UserError
+
+OPTIMIZERS = ("adam_l2", "adamw")
+SCHEDULES = ("constant", "warmup_linear")
+
+
+def schedule(optim, total_steps: int) -> optax.Schedule:
+    """The learning rate as a function of the update count."""
+    lr = optim.learning_rate
+    if optim.schedule == "constant":
+        return optax.constant_schedule(lr)
+    if optim.schedule == "warmup_linear":
+        warmup = min(optim.warmup_steps, total_steps)
+        return optax.join_schedules(
+            [
+                optax.linear_schedule(0.0, lr, max(warmup, 1)),
+                optax.linear_schedule(lr, 0.0, max(total_steps - warmup, 1)),
+            ],
+            [warmup],
+        )
+    raise UserError(f"config optim.schedule={optim.schedule!r}; choose one of {SCHEDULES}")
+
+
+def decay_mask(params) -> dict:
+    """True for the weights AdamW decays: matrices and embeddings, not biases or norm scales."""
+
+    def keep(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        return leaf.ndim > 1 and name not in ("bias", "scale")
+
+    return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def make(optim, total_steps: int) -> optax.GradientTransformation:
+    """Builds the optimizer named by `optim.name` with clipping, schedule and accumulation.
+
+    Args:
+      optim: the `config.optim` block (keys in the module docstring).
+      total_steps: optimizer updates in the run (for decaying schedules).
+
+    Raises:
+      UserError: unknown optimizer or schedule name.
+    """
+    lr = schedule(optim, total_steps)
+    parts = []
+    if optim.clip_norm > 0:
+        parts.append(optax.clip_by_global_norm(optim.clip_norm))
+    if optim.name == "adam_l2":
+        # torch.optim.Adam(weight_decay=wd): grad += wd * param, then plain Adam.
+        if optim.weight_decay:
+            parts.append(optax.add_decayed_weights(optim.weight_decay))
+        parts.append(optax.adam(lr, b1=optim.b1, b2=optim.b2, eps=optim.eps))
+    elif optim.name == "adamw":
+        parts.append(
+            optax.adamw(
+                lr,
+                b1=optim.b1,
+                b2=optim.b2,
+                eps=optim.eps,
+                weight_decay=optim.weight_decay,
+                mask=decay_mask,
+            )
+        )
+    else:
+        raise UserError(f"config optim.name={optim.name!r}; choose one of {OPTIMIZERS}")
+    tx = optax.chain(*parts)
+    if optim.accumulate_steps > 1:
+        tx = optax.MultiSteps(tx, every_k_schedule=optim.accumulate_steps)
+    return tx
+
+
+def plateau(optim) -> optax.GradientTransformationExtraArgs | None:
+    """`optax.contrib.reduce_on_plateau` stepped once per epoch, or None when patience is 0."""
+    if optim.plateau_patience <= 0:
+        return None
+    # torch ReduceLROnPlateau defaults: relative threshold 1e-4, no cooldown.
+    return optax.contrib.reduce_on_plateau(
+        factor=optim.plateau_factor, patience=optim.plateau_patience, rtol=1e-4
+    )
+
+
+def default_config():
+    """An `optim` block with every key set (stage configs copy and adjust it)."""
+    import ml_collections
+
+    return ml_collections.ConfigDict(
+        dict(
+            name="adam_l2",
+            learning_rate=5e-5,
+            weight_decay=0.0,
+            b1=0.9,
+            b2=0.999,
+            eps=1e-8,
+            schedule="constant",
+            warmup_steps=0,
+            clip_norm=0.0,
+            accumulate_steps=1,
+            plateau_patience=0,
+            plateau_factor=0.1,
+        )
+    )
