@@ -1,0 +1,257 @@
+"""Waveform loading and the Kaldi log-mel fbank features the AST teacher reads.
+
+`fbank` gives exactly what HF `ASTFeatureExtractor(do_normalize=False)` gives (its numpy path,
+which matches `torchaudio.compliance.kaldi.fbank`): 25 ms Hanning (symmetric) frames every 10 ms
+with no edge padding, per-frame DC removal, pre-emphasis 0.97, no dither, power spectrum of a
+512-point FFT, 128 Kaldi mel triangles from 20 Hz to Nyquist, natural log floored at float32
+epsilon. It is built on `transformers.audio_utils`, so no torch or torchaudio is needed.
+
+Normalisation is `(x - mean) / (2 * std)` like AST, with statistics computed from the examples
+the protocol allows (clean: train audio only; paper: all audio) and stored beside the teacher.
+Features are cached per wav file, keyed by the file and the settings, so a rerun or a second
+teacher does not recompute them.
+"""
+
+import functools
+import hashlib
+import json
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from absl import logging
+from transformers import audio_utils
+
+from mh3 import files
+from mh3.errors import UserError
+
+SAMPLE_RATE = 16000
+FRAME_LENGTH = 400  # 25 ms at 16 kHz
+HOP_LENGTH = 160  # 10 ms at 16 kHz
+FFT_LENGTH = 512  # Kaldi rounds the frame up to a power of two
+PREEMPHASIS = 0.97
+# Kaldi floors mel energies at float32 machine epsilon before the log.
+MEL_FLOOR = float(np.finfo(np.float32).eps)
+# Bump when the feature computation changes, so stale cache files are not reused.
+_FEATURE_VERSION = 1
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_filters(num_mel_bins: int, sample_rate: int) -> np.ndarray:
+    # With 128 bins on a 512-point FFT the lowest Kaldi triangles are narrower than one FFT
+    # bin and come out all zero; that is Kaldi's (and AST's) behaviour, so silence the warning.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="At least one mel filter has all zero values")
+        return audio_utils.mel_filter_bank(
+            num_frequency_bins=FFT_LENGTH // 2 + 1,
+            num_mel_filters=num_mel_bins,
+            min_frequency=20,
+            max_frequency=sample_rate // 2,
+            sampling_rate=sample_rate,
+            norm=None,
+            mel_scale="kaldi",
+            triangularize_in_mel_space=True,
+        )
+
+
+@functools.lru_cache(maxsize=1)
+def _window() -> np.ndarray:
+    # Kaldi's "hanning" is the symmetric Hann window.
+    return audio_utils.window_function(FRAME_LENGTH, "hann", periodic=False)
+
+
+def pad_or_cut(features: np.ndarray, max_length: int) -> np.ndarray:
+    """Zero-pads or truncates `features` (frames, bins) along time to `max_length` frames."""
+    frames = features.shape[0]
+    if frames >= max_length:
+        return features[:max_length]
+    pad = np.zeros((max_length - frames, features.shape[1]), dtype=features.dtype)
+    return np.concatenate([features, pad], axis=0)
+
+
+def fbank(
+    waveform: np.ndarray,
+    sample_rate: int = SAMPLE_RATE,
+    *,
+    num_mel_bins: int = 128,
+    max_length: int | None = None,
+) -> np.ndarray:
+    """Kaldi log-mel filterbank features of a mono waveform in [-1, 1].
+
+    Args:
+      waveform: 1-D float waveform (not scaled to int16, like ASTFeatureExtractor).
+      sample_rate: must be 16,000 Hz, the rate the frame sizes are defined for.
+      num_mel_bins: number of mel triangles.
+      max_length: when given, the result is zero-padded or cut to this many frames.
+
+    Returns:
+      float32 array (frames, num_mel_bins); frames = 1 + (len - 400) // 160 for audio of at
+      least 400 samples, else 0 (before padding).
+    """
+    if sample_rate != SAMPLE_RATE:
+        raise ValueError(f"fbank expects {SAMPLE_RATE} Hz audio, got {sample_rate}; resample first")
+    waveform = np.asarray(waveform, dtype=np.float32).reshape(-1)
+    if max_length is not None:
+        # Frames are independent (no centring, per-frame DC removal and pre-emphasis), so
+        # samples past the last kept frame cannot change the result: skip their FFTs.
+        waveform = waveform[: (max_length - 1) * HOP_LENGTH + FRAME_LENGTH]
+    if waveform.size < FRAME_LENGTH:
+        features = np.zeros((0, num_mel_bins), dtype=np.float32)
+    else:
+        features = audio_utils.spectrogram(
+            waveform,
+            _window(),
+            frame_length=FRAME_LENGTH,
+            hop_length=HOP_LENGTH,
+            fft_length=FFT_LENGTH,
+            power=2.0,
+            center=False,
+            preemphasis=PREEMPHASIS,
+            mel_filters=_mel_filters(num_mel_bins, sample_rate),
+            log_mel="log",
+            mel_floor=MEL_FLOOR,
+            remove_dc_offset=True,
+        ).T.astype(np.float32)
+    if max_length is not None:
+        features = pad_or_cut(features, max_length)
+    return features
+
+
+def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Reads an audio file as mono float32, resampled to `sample_rate` (librosa).
+
+    Raises:
+      UserError: the file is missing or cannot be decoded, naming it.
+    """
+    import librosa  # slow import; only audio stages need it
+
+    if not os.path.exists(path):
+        raise UserError(f"audio file {path} does not exist; run the tts stage first")
+    try:
+        audio, _ = librosa.load(path, sr=sample_rate, mono=True)
+    except Exception as e:  # librosa/soundfile raise many types for a bad file
+        raise UserError(f"cannot read audio file {path} ({e}); delete it and rerun tts") from None
+    return audio.astype(np.float32)
+
+
+# ---- normalisation -------------------------------------------------------------------------
+
+
+def compute_stats(features: Iterable[np.ndarray]) -> dict:
+    """Mean and standard deviation of every value of the given feature arrays, pooled.
+
+    Computed in one pass with float64 sums, so a whole dataset never sits in memory. Pass only
+    the examples the protocol allows: the train split (clean) or all examples (paper).
+
+    Returns:
+      {'mean': float, 'std': float, 'count': number of values}.
+    """
+    total = total_sq = 0.0
+    count = 0
+    for x in features:
+        x = np.asarray(x, dtype=np.float64)
+        total += float(x.sum())
+        total_sq += float(np.square(x).sum())
+        count += x.size
+    if count == 0:
+        raise ValueError("compute_stats needs at least one non-empty feature array")
+    mean = total / count
+    var = max(total_sq / count - mean * mean, 0.0)
+    return {"mean": mean, "std": float(np.sqrt(var)), "count": count}
+
+
+def normalize(features: np.ndarray, stats: dict) -> np.ndarray:
+    """AST normalisation `(x - mean) / (2 * std)`."""
+    return ((features - stats["mean"]) / (2.0 * stats["std"])).astype(np.float32)
+
+
+def save_stats(path: str, stats: dict) -> None:
+    """Writes normalisation statistics as a small JSON file (atomically)."""
+    files.write_json(path, {k: stats[k] for k in ("mean", "std", "count") if k in stats})
+
+
+def load_stats(path: str) -> dict:
+    """Reads statistics written by `save_stats`.
+
+    Raises:
+      UserError: the file is missing or lacks mean/std.
+    """
+    try:
+        stats = files.read_json(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot read normalisation statistics {path} ({e})") from None
+    if not {"mean", "std"} <= set(stats):
+        raise UserError(f"{path}: normalisation statistics need 'mean' and 'std' keys")
+    return stats
+
+
+# ---- per-example cache ---------------------------------------------------------------------
+
+
+def _cache_key(wav_path: str, num_mel_bins: int, max_length: int | None) -> str:
+    # The file's size and mtime are part of the key: a wav remade by the tts stage gets new
+    # features instead of stale ones.
+    st = os.stat(wav_path)
+    key = json.dumps(
+        [
+            os.path.abspath(wav_path),
+            st.st_size,
+            st.st_mtime_ns,
+            num_mel_bins,
+            max_length,
+            _FEATURE_VERSION,
+        ]
+    )
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def cached_fbank(
+    wav_path: str,
+    cache_dir: str | None,
+    *,
+    num_mel_bins: int = 128,
+    max_length: int | None = None,
+) -> np.ndarray:
+    """`fbank(load_audio(wav_path))`, read from / written to `cache_dir` as one .npy per file.
+
+    Args:
+      wav_path: the audio file.
+      cache_dir: folder for the cache; None computes without caching.
+      num_mel_bins: see `fbank`.
+      max_length: see `fbank`.
+
+    Returns:
+      float32 array (frames, num_mel_bins), not normalised.
+    """
+    if cache_dir is None:
+        return fbank(load_audio(wav_path), num_mel_bins=num_mel_bins, max_length=max_length)
+    if not os.path.exists(wav_path):
+        raise UserError(f"audio file {wav_path} does not exist; run the tts stage first")
+    stem = os.path.splitext(os.path.basename(wav_path))[0]
+    path = os.path.join(cache_dir, f"{stem}-{_cache_key(wav_path, num_mel_bins, max_length)}.npy")
+    if os.path.exists(path):
+        try:
+            return np.load(path)
+        except (OSError, ValueError):
+            logging.warning("feature cache file %s is unreadable; recomputing", path)
+    features = fbank(load_audio(wav_path), num_mel_bins=num_mel_bins, max_length=max_length)
+    files.atomic_write(path, lambda tmp: np.save(tmp, features))
+    return features
+
+
+def features_for(
+    wav_paths: Sequence[str],
+    cache_dir: str | None,
+    *,
+    num_mel_bins: int = 128,
+    max_length: int,
+    progress: bool = True,
+) -> np.ndarray:
+    """Stacked fbank features (N, max_length, num_mel_bins) for many files, cached per file."""
+    from tqdm import tqdm
+
+    out = np.zeros((len(wav_paths), max_length, num_mel_bins), dtype=np.float32)
+    for i, path in enumerate(tqdm(wav_paths, desc="fbank", disable=not progress)):
+        out[i] = cached_fbank(path, cache_dir, num_mel_bins=num_mel_bins, max_length=max_length)
+    return out
