@@ -25,20 +25,27 @@ def _fail(message: str) -> None:
 
 
 def _parse_flags(argv):
-    # absl's own parser prints the whole usage text and exits 1; we want one line and exit 2.
+    # absl's parser prints the whole usage text and exits 1, and ml_collections raises a
+    # KeyError/AttributeError for a misspelt --config.key: we want one line and exit 2.
     try:
         return flags.FLAGS(argv)
-    except flags.Error as e:
-        _fail(str(e).splitlines()[0] if str(e) else repr(e))
-    except UserError as e:
-        _fail(str(e))
+    except (flags.Error, UserError, KeyError, AttributeError, TypeError, ValueError) as e:
+        text = " ".join(str(e).replace("\\n", " ").replace("\\'", "").split()).strip("'\" ")
+        what = "unknown config key" if isinstance(e, (KeyError, AttributeError)) else "bad flag"
+        _fail(f"{what}: {text}")
 
 
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; pass options as --config.key=value")
     try:
-        results = stages.run_stage(_CONFIG.value, _WORKDIR.value)
+        config = _CONFIG.value
+        config.stage  # noqa: B018 -- a config file that failed to load raises only on access
+    except OSError as e:
+        name = config_flags.get_config_filename(flags.FLAGS["config"])
+        _fail(f"cannot load config file {name}: {str(e).splitlines()[-1].strip()}")
+    try:
+        results = stages.run_stage(config, _WORKDIR.value)
     except UserError as e:
         _fail(str(e))
     logging.info("results: %s/results.json", results["workdir"])

@@ -215,4 +215,4 @@ def grow_vocab(model, params, new_vocab_size: int, *, seed: int):
     return model, params
 
 
-__all__ = ["from_hf", "grow_vocab", "read_tensors", "resolve_checkpoint"]
+__all__ = ["from_hf", "grow_vocab", "read_config", "read_tensors", "resolve_checkpoint"]

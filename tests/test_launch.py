@@ -1,0 +1,71 @@
+"""launch.py end to end: a stage runs from the command line, and user mistakes exit 2 in one line."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import transformers as hf
+from conftest import ROOT
+
+
+def launch(*args, cwd=ROOT):
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    return subprocess.run(
+        [sys.executable, os.path.join(ROOT, "launch.py"), *args],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = hf.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37,
+    )  # fmt: skip
+    hf.BertModel(config).save_pretrained(folder)
+    # A real tokenizer for the real vocabulary size: MiniLM's (uncased WordPiece).
+    from mh3.weights import resolve_checkpoint
+
+    hf.AutoTokenizer.from_pretrained(resolve_checkpoint("minilm")).save_pretrained(folder)
+    return str(folder)
+
+
+def test_describe_stage_runs_and_writes_workdir(tiny_bert, tmp_path):
+    workdir = tmp_path / "wd"
+    run = launch(f"--config=configs/describe.py:model={tiny_bert}", f"--workdir={workdir}")
+    assert run.returncode == 0, run.stderr
+    results = json.loads((workdir / "results.json").read_text())
+    config = json.loads((workdir / "config.json").read_text())
+    assert config["stage"] == "describe" and config["model"] == tiny_bert
+    assert results["layers"] == 2 and results["hidden_size"] == 32
+    assert results["hidden_shape"][2] == 32 and results["tokens"] > 5
+    assert "parameters" in run.stdout
+    # Same config again: the finished stage is not rerun (results are reused as they are).
+    again = launch(f"--config=configs/describe.py:model={tiny_bert}", f"--workdir={workdir}")
+    assert again.returncode == 0 and "parameters" not in again.stdout
+
+
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--config=configs/describe.py", "--config.sentnce=hi"], "unknown config key: sentnce"),
+        (["--config=configs/describe.py:modl=x"], "unknown argument 'modl'"),
+        (["--config=configs/describe.py:model=/no/such/folder"], "does not exist"),
+        (["--config=configs/no_such_stage.py"], "cannot load config file"),
+        (["--config=configs/describe.py", "--config.stage=nope"], "unknown stage 'nope'"),
+    ],
+)
+def test_user_mistakes_exit_2_with_one_line(args, expected, tmp_path):
+    run = launch(*args, f"--workdir={tmp_path / 'wd'}")
+    assert run.returncode == 2
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], run.stderr
