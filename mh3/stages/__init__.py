@@ -20,6 +20,7 @@ from mh3.errors import UserError
 # dependencies (torch for Bark, piper for speech) never slow down the others.
 STAGES = {
     "describe": "mh3.stages.describe",
+    "data": "mh3.stages.data",
 }
 
 
