@@ -88,3 +88,24 @@ def test_teacher_table_rows():
     np.testing.assert_array_equal(table[other], full[other])
     with pytest.raises(UserError, match="shares no word piece"):
         mmemog.teacher_table({"notapiece!!": 0}, w[:1], tokenizer)
+
+
+def test_teacher_export_round_trip(tmp_path):
+    import jax.numpy as jnp
+
+    from mh3.models import emotion
+
+    model = emotion.EmotionMLP(
+        num_labels=2, vocab_size=5, embed_dim=6, max_length=4, num_layers=2, hidden_size=3
+    )
+    variables = {
+        "params": emotion.init_params(model, seed=0),
+        emotion.TABLE: {"embedding": weights()},
+    }
+    mmemog.save_teacher(str(tmp_path), model, variables, ("no", "yes"))
+    loaded, got, classes = mmemog.load_teacher(str(tmp_path))
+    assert loaded == model and classes == ("no", "yes")
+    batch = {"input_ids": jnp.asarray([[1, 2, 3, 0]], jnp.int32)}
+    np.testing.assert_array_equal(model.apply(variables, batch)[0], loaded.apply(got, batch)[0])
+    with pytest.raises(UserError, match="not an emotion-teacher export"):
+        mmemog.load_teacher(str(tmp_path / "nothing"))

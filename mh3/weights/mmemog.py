@@ -20,6 +20,7 @@ import os
 import pickle
 import zipfile
 
+import jax
 import numpy as np
 from absl import logging
 
@@ -175,3 +176,68 @@ def teacher_table(
         weights.shape[0],
     )
     return table
+
+
+# The emotion teacher's export: `<folder>/model.json` (EmotionMLP settings and class names) and
+# `<folder>/variables.msgpack` ({'params': ..., 'table': {'embedding': ...}}, flax msgpack).
+TEACHER_FILES = ("model.json", "variables.msgpack")
+
+
+def save_teacher(folder: str, model, variables: dict, classes) -> None:
+    """Writes a trained emotion teacher so that `load_teacher` rebuilds it exactly."""
+    from flax import serialization
+
+    settings = {
+        k: getattr(model, k)
+        for k in (
+            "num_labels",
+            "vocab_size",
+            "embed_dim",
+            "max_length",
+            "num_layers",
+            "hidden_size",
+            "dropout_rate",
+            "output_relu",
+            "pad_token_id",
+        )
+    }
+    blob = serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            f.write(blob)
+
+    files.atomic_write(os.path.join(folder, "variables.msgpack"), write)
+    files.write_json(
+        os.path.join(folder, "model.json"),
+        {"model": "EmotionMLP", "settings": settings, "classes": list(classes)},
+    )
+
+
+def load_teacher(folder: str):
+    """Reads a `save_teacher` folder.
+
+    Returns:
+      (EmotionMLP, variables for `model.apply(variables, batch, train=False)`, class names).
+
+    Raises:
+      UserError: the folder lacks the files or they do not fit together.
+    """
+    from flax import serialization
+
+    from mh3.models.emotion import EmotionMLP
+
+    missing = [f for f in TEACHER_FILES if not os.path.exists(os.path.join(folder, f))]
+    if missing:
+        raise UserError(f"{folder}: not an emotion-teacher export (missing {missing})")
+    meta = files.read_json(os.path.join(folder, "model.json"))
+    model = EmotionMLP(**meta["settings"])
+    with open(os.path.join(folder, "variables.msgpack"), "rb") as f:
+        variables = serialization.msgpack_restore(f.read())
+    table = variables["table"]["embedding"]
+    if table.shape != (model.vocab_size, model.embed_dim):
+        raise UserError(
+            f"{folder}: table shape {table.shape} does not fit the model "
+            f"({model.vocab_size} x {model.embed_dim})"
+        )
+    return model, variables, tuple(meta["classes"])
