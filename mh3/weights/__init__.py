@@ -23,11 +23,12 @@ from absl import logging
 from flax import traverse_util
 
 from mh3.errors import UserError
+from mh3.weights import ast as ast_family
 from mh3.weights import bert as bert_family
 from mh3.weights.hub import resolve_checkpoint
 
 # model_type -> family module (see mh3/weights/bert.py for what a family module provides).
-FAMILIES = {t: bert_family for t in bert_family.MODEL_TYPES}
+FAMILIES = {t: family for family in (bert_family, ast_family) for t in family.MODEL_TYPES}
 
 
 def read_tensors(folder: str) -> dict[str, np.ndarray]:
@@ -116,7 +117,8 @@ def from_hf(
       dtype: compute dtype (params stay float32).
       **overrides: architecture changes as HF applies them to a pretrained model, e.g.
         `num_hidden_layers=4` (keeps the first 4 layers), `num_attention_heads=8` (re-splits the
-        same Q/K/V weights), `hidden_act='relu'`, `hidden_dropout_prob=0.05`.
+        same Q/K/V weights), `hidden_act='relu'`, `hidden_dropout_prob=0.05`; for AST also
+        `max_length=512` with `position_table='resample'|'zeros'` (see mh3/weights/ast.py).
 
     Returns:
       (module, params) with `module.apply({'params': params}, batch, train=False)`.
@@ -137,6 +139,8 @@ def from_hf(
     original = {family.strip_prefix(k): k for k in raw}  # for error messages
     tensors = {family.strip_prefix(k): v for k, v in raw.items()}
     config = family.make_config(hf, tensors, num_labels, overrides)
+    if hasattr(family, "adapt_tensors"):  # e.g. AST's position table for another max_length
+        tensors = family.adapt_tensors(tensors, hf, config, overrides)
     model = family.build(config, dtype)
     batch = family.example_batch(config)
     shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(seed), batch))["params"]

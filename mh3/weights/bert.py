@@ -1,7 +1,8 @@
 """HF BERT / RoBERTa / DistilBERT checkpoints -> mh3.models.bert settings and parameter names.
 
 A family module for `mh3.weights.from_hf` provides: `MODEL_TYPES`, `OVERRIDES`, `HEADS`,
-`make_config`, `rename`, `build` and `example_batch`.
+`make_config`, `strip_prefix`, `rename`, `build`, `example_batch` and, when a checkpoint tensor
+may need reshaping for the requested settings, `adapt_tensors` (see mh3/weights/ast.py).
 """
 
 import re
