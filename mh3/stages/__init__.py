@@ -21,6 +21,8 @@ from mh3.errors import UserError
 STAGES = {
     "describe": "mh3.stages.describe",
     "data": "mh3.stages.data",
+    "emotion_embeddings": "mh3.stages.emotion_embeddings",
+    "teacher_emotion": "mh3.stages.teacher_emotion",
 }
 
 
