@@ -118,15 +118,19 @@ class BarkBackend:
         processor_source = model if not os.path.isdir(os.path.expanduser(model)) else folder
         try:
             self._processor = BarkProcessor.from_pretrained(processor_source)
-            self._model = BarkModel.from_pretrained(folder).eval()
         except (OSError, ValueError) as e:
-            raise UserError(f"cannot load Bark from {model!r} ({e})") from None
+            raise UserError(f"cannot load the Bark processor from {model!r} ({e})") from None
+        # Checked before the (large) model loads, so a typo fails fast.
         presets = self._processor.available_voice_presets
         if voice_preset not in presets and not os.path.isfile(voice_preset):
             raise UserError(
                 f"Bark voice preset {voice_preset!r} is neither in {folder}/speaker_embeddings_path.json "
                 f"(has: {', '.join(presets) or 'none'}) nor a .npz file; set tts.voice_preset"
             )
+        try:
+            self._model = BarkModel.from_pretrained(folder).eval()
+        except (OSError, ValueError) as e:
+            raise UserError(f"cannot load the Bark model from {folder} ({e})") from None
         self._preset = voice_preset
         self._torch = torch
         self._generate_kwargs = dict(

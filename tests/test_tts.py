@@ -1,0 +1,123 @@
+"""Text to speech: real piper wavs, a tiny random Bark, resuming after an interrupted run."""
+
+import json
+import logging
+import os
+
+import librosa
+import numpy as np
+import pytest
+import soundfile
+
+from mh3.audio import tts
+
+pytest.importorskip("piper")
+
+
+@pytest.fixture(scope="module")
+def piper():
+    return tts.PiperBackend()
+
+
+def test_piper_wav_reads_back_at_16k_with_expected_duration(piper, tmp_path):
+    text = "i can't sleep. my exams are next week and i feel sick about it."
+    out = tmp_path / "wavs"
+    result = tts.write_wavs([(7, text)], str(out), piper, progress=False)
+    path = out / "Sample_7.wav"
+    (entry,) = json.loads((out / "manifest.json").read_text())
+    assert entry["id"] == 7 and entry["path"] == "Sample_7.wav" and entry["backend"] == "piper"
+    assert entry["text_hash"] == tts.text_hash(text)
+    native, sr = soundfile.read(path)
+    assert sr == 22050 and native.ndim == 1
+    assert entry["duration"] == pytest.approx(len(native) / sr)
+    # Two sentences at a normal speaking rate plus two 0.25 s pauses: a few seconds.
+    assert 2.0 < entry["duration"] < 10.0
+    pause = int(0.25 * sr)
+    assert np.all(native[-pause:] == 0)  # the pause after the last piece
+    assert np.abs(native[:-pause]).max() > 0.1  # speech, not silence
+    audio16, sr16 = librosa.load(path, sr=16000, mono=True)
+    assert sr16 == 16000
+    assert len(audio16) / 16000 == pytest.approx(entry["duration"], abs=1e-3)
+    assert result["made"] == 1 and result["real_time_factor"] > 0
+
+
+class _Recording:
+    """The real piper voice, remembering what it was asked to say and what it returned."""
+
+    def __init__(self, backend):
+        self.name, self.sample_rate = backend.name, backend.sample_rate
+        self._backend, self.calls = backend, []
+
+    def speak(self, text, seed):
+        audio = self._backend.speak(text, seed)
+        self.calls.append((text, audio))
+        return audio
+
+
+def test_pieces_are_spoken_separately_with_pauses(piper):
+    voice = _Recording(piper)
+    # 91 words without punctuation: pieces of 45, 45 and 1 words.
+    audio = tts.synthesize(" ".join(["hello"] * 91), voice)
+    assert [len(text.split()) for text, _ in voice.calls] == [45, 45, 1]
+    pause = np.zeros(int(0.25 * piper.sample_rate), np.float32)
+    expected = np.concatenate([part for _, a in voice.calls for part in (a, pause)])
+    np.testing.assert_array_equal(audio, expected)
+
+
+def test_empty_text_gives_silence_and_a_warning(piper, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING):
+        result = tts.write_wavs([(0, "   ")], str(tmp_path), piper, progress=False)
+    assert result["empty"] == 1
+    assert any("empty text" in r.getMessage() for r in caplog.records)
+    audio, sr = soundfile.read(tmp_path / "Sample_0.wav")
+    assert len(audio) == int(0.25 * sr) and np.all(audio == 0)
+
+
+class _Interrupting:
+    """The real piper voice, interrupted (like Ctrl-C) on its n-th piece."""
+
+    def __init__(self, backend, after):
+        self.name, self.sample_rate = backend.name, backend.sample_rate
+        self._backend, self._left = backend, after
+
+    def speak(self, text, seed):
+        self._left -= 1
+        if self._left < 0:
+            raise KeyboardInterrupt
+        return self._backend.speak(text, seed)
+
+
+def test_rerun_after_interruption_and_corruption_completes(piper, tmp_path):
+    items = [(i, f"this is post number {i}. it has two sentences.") for i in range(6)]
+    out = str(tmp_path / "wavs")
+    with pytest.raises(KeyboardInterrupt):
+        tts.write_wavs(items, out, _Interrupting(piper, after=5), progress=False)
+    made = sorted(f for f in os.listdir(out) if f.endswith(".wav"))
+    assert made == ["Sample_0.wav", "Sample_1.wav"]  # two pieces per post: killed in post 2
+    assert not os.path.exists(os.path.join(out, tts.MANIFEST))
+    # Damage what the killed run left: a cut-short file, garbage, a stray temporary file.
+    with open(os.path.join(out, "Sample_0.wav"), "r+b") as f:
+        f.truncate(os.path.getsize(f.name) // 2)
+    with open(os.path.join(out, "Sample_3.wav"), "wb") as f:
+        f.write(b"RIFF\x00\x00garbage")
+    with open(os.path.join(out, ".tmp-abc.wav"), "wb") as f:
+        f.write(b"half a file")
+    before = os.path.getmtime(os.path.join(out, "Sample_1.wav"))
+
+    result = tts.write_wavs(items, out, piper, progress=False)
+    assert (result["made"], result["skipped"], result["files"]) == (5, 1, 6)
+    assert os.path.getmtime(os.path.join(out, "Sample_1.wav")) == before  # kept, not remade
+    manifest = json.loads(open(os.path.join(out, tts.MANIFEST)).read())
+    assert [e["id"] for e in manifest] == list(range(6))
+    for entry in manifest:
+        audio, sr = soundfile.read(os.path.join(out, entry["path"]))
+        assert len(audio) == entry["frames"] and sr == 22050
+    # A third run has nothing to do; a changed text is spoken again.
+    assert tts.write_wavs(items, out, piper, progress=False)["made"] == 0
+    items[2] = (2, "a different text now.")
+    assert tts.write_wavs(items, out, piper, progress=False)["made"] == 1
+
+
+def test_piece_seeds_are_stable_and_distinct():
+    assert tts.piece_seed(0, 5, 1) == tts.piece_seed(0, 5, 1)
+    assert len({tts.piece_seed(s, i, k) for s in (0, 1) for i in (0, 1) for k in (0, 1)}) == 8
