@@ -1,0 +1,159 @@
+"""Teacher soft labels: each frozen teacher runs once over every example, cached on disk.
+
+A teacher's logits for all examples (train, val and test, in the dataset's global order) are
+computed with a jitted, pmapped forward pass in eval mode and stored under the student's
+workdir in `soft_labels/<teacher>-<key>.npz`, where the key hashes the teacher's exported
+parameters and the dataset's fingerprint: retraining a teacher or changing the data makes a
+new entry, and a rerun reads the cache instead of running the teacher again. Teachers are
+deterministic in eval mode, so the cached targets are exactly the per-batch ones the notebooks
+computed on the fly.
+"""
+
+import functools
+import hashlib
+import os
+from collections.abc import Callable, Iterable
+
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+
+from mh3 import data, files
+from mh3.errors import UserError
+from mh3.train import export, parallel
+
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+def _forward(variables, batch, *, apply_fn, input_keys):
+    inputs = {k: batch[k] for k in input_keys if k in batch}
+    logits, _ = apply_fn(variables, inputs, train=False)
+    return logits.astype(jnp.float32)
+
+
+def logits_by_index(
+    apply_fn: Callable,
+    variables: dict,
+    batches: Iterable[dict],
+    n: int,
+    input_keys: tuple[str, ...],
+) -> np.ndarray:
+    """Runs a model over eval batches and returns (n, C) logits indexed by `batch['index']`.
+
+    Rows with `mask == 0` (padding) are dropped. Every index in [0, n) must be covered.
+    """
+    forward = parallel.pmap(functools.partial(_forward, apply_fn=apply_fn, input_keys=input_keys))
+    replicated = parallel.replicate(variables)
+    pending, hosts = [], []
+    for batch, host in parallel.prefetch(batches):
+        pending.append(forward(replicated, batch))
+        hosts.append(host)
+    out = None
+    for logits, host in zip(parallel.to_host(pending), hosts, strict=True):
+        logits = logits.reshape(-1, logits.shape[-1])
+        if out is None:
+            out = np.full((n, logits.shape[-1]), np.nan, np.float32)
+        keep = np.asarray(host["mask"]) > 0
+        out[np.asarray(host["index"])[keep]] = logits[keep]
+    if out is None or np.isnan(out).any():
+        missing = n if out is None else int(np.isnan(out).any(axis=1).sum())
+        raise ValueError(f"{missing} of {n} examples got no prediction")
+    return out
+
+
+def predict_text(folder: str, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
+    """(N, C) logits of an exported text teacher (mh3.train.export) for every example."""
+    model, params, tokenizer, meta = export.load_text_teacher(folder)
+    _check_classes(folder, meta["classes"], dataset)
+    encoded = data.encode(tokenizer, dataset.examples, meta["max_len"])
+    buckets = data.bucket_lengths(encoded.lengths, meta["max_len"], 6, 8)
+    batches = data.batches(
+        encoded, batch_size, pad_id=tokenizer.pad_id, train=False, buckets=buckets
+    )
+    return logits_by_index(
+        model.apply, {"params": params}, batches, len(dataset.examples), TEXT_INPUTS
+    )
+
+
+def _check_classes(folder: str, classes, dataset: data.Dataset) -> None:
+    if list(classes) != list(dataset.classes):
+        raise UserError(
+            f"{folder}: teacher classes {list(classes)} differ from the dataset's "
+            f"{list(dataset.classes)}; retrain the teacher on this dataset"
+        )
+
+
+def _folder_hash(folder: str) -> str:
+    digest = hashlib.sha256()
+    for root, dirs, names in os.walk(folder):
+        dirs.sort()
+        for name in sorted(names):
+            path = os.path.join(root, name)
+            digest.update(os.path.relpath(path, folder).encode())
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+    return digest.hexdigest()
+
+
+def soft_labels(
+    name: str,
+    params_dir: str,
+    dataset: data.Dataset,
+    predict: Callable[[], np.ndarray],
+    cache_dir: str,
+) -> np.ndarray:
+    """A teacher's (N, C) logits for every example, from the cache or computed and cached.
+
+    Args:
+      name: the teacher's name in the student config (file-name prefix).
+      params_dir: the teacher's exported parameters (their content is part of the key).
+      dataset: the data the logits are for (its fingerprint is part of the key).
+      predict: computes the logits when they are not cached.
+      cache_dir: `<student workdir>/soft_labels`.
+    """
+    key = hashlib.sha256(f"{_folder_hash(params_dir)}:{dataset.fingerprint}".encode()).hexdigest()[
+        :16
+    ]
+    path = os.path.join(cache_dir, f"{name}-{key}.npz")
+    if os.path.exists(path):
+        with np.load(path) as cached:
+            return cached["logits"]
+    logits = predict()
+    if logits.shape != (len(dataset.examples), len(dataset.classes)):
+        raise ValueError(f"teacher {name} gave logits of shape {logits.shape}")
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
+            np.savez(f, logits=logits, classes=np.asarray(dataset.classes))
+
+    files.atomic_write(path, write)
+    logging.info("cached soft labels of %s in %s", name, path)
+    return logits
+
+
+def predict_emotion(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
+    """(N, C) logits of an exported emotion teacher (mh3.weights.mmemog) for every example."""
+    from mh3.weights import mmemog
+
+    model, variables, classes = mmemog.load_teacher(results["params"])
+    _check_classes(results["params"], classes, dataset)
+    tokenizer = data.load_tokenizer(results["tokenizer"])
+    encoded = data.encode(tokenizer, dataset.examples, model.max_length)
+    # No buckets: the MLP reads the whole flattened (max_length x dim) sequence.
+    batches = data.batches(encoded, batch_size, pad_id=tokenizer.pad_id, train=False)
+    return logits_by_index(model.apply, variables, batches, len(dataset.examples), ("input_ids",))
+
+
+def predict_text_results(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
+    return predict_text(results["params"], dataset, batch_size=batch_size)
+
+
+def predict_audio(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
+    from mh3.audio import teacher
+
+    return teacher.predict(results["params"], dataset, results["wav_dir"], batch_size=batch_size)
+
+
+# Teacher kind -> (stage results, dataset, batch_size) -> (N, C) logits in global order.
+PREDICTORS = {"text": predict_text_results, "emotion": predict_emotion, "audio": predict_audio}

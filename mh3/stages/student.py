@@ -1,0 +1,168 @@
+"""The student stage: the whole 3M-Health pipeline for N seeds, and its report (SPEC 4 and 5).
+
+For run r (seed = config.seed + r):
+1. each chosen teacher stage runs in `<teacher_workdir>/<kind>-run<r>` unless it already
+   finished there for the same config (it pulls what it needs itself: the audio teacher its
+   TTS stage, the emotion teacher its embedding table; those live in shared folders so the runs
+   reuse them);
+2. each teacher's logits for every example are computed once and cached in `soft_labels/`;
+3. the student is fine-tuned on CE + KD against the averaged teacher probabilities, in
+   `run<r>/` (resumable from its checkpoints), and evaluated on val and test.
+Finished runs are recorded in `run<r>/run.json` and not repeated, so a killed pipeline
+continues where it stopped. Selection uses validation only; test is only reported.
+"""
+
+import copy
+import os
+
+import numpy as np
+from absl import logging
+
+from mh3 import data, files, stages
+from mh3.distill import losses, report, teachers
+from mh3.errors import UserError
+from mh3.train import export, finetune
+
+# Data keys that define which examples exist and how they are split: every teacher must agree
+# with the student on them. (Tokenizer and batch sizes stay each teacher's own.)
+SPLIT_KEYS = (
+    "name", "format", "path", "files", "optional_files", "text_columns", "label_column",
+    "id_column", "split_column", "classes", "label_values", "encoding", "empty_text", "split",
+    "val_fraction", "test_fraction", "split_seed", "max_per_split",
+)  # fmt: skip
+
+
+def _share_split(sub, data_cfg) -> None:
+    """Copies the student's split-defining data keys into every `data` block of `sub`."""
+    for key, value in sub.items():
+        if key == "data":
+            for k in SPLIT_KEYS:
+                value[k] = copy.deepcopy(data_cfg[k])
+        elif hasattr(value, "items") and hasattr(value, "unlock"):
+            _share_split(value, data_cfg)
+
+
+def teacher_config(config, kind: str, seed: int, teacher_root: str):
+    """The teacher stage's config for one run: its own settings, the student's split, a seed."""
+    sub = copy.deepcopy(config[f"teacher_{kind}"])
+    sub.unlock()
+    _share_split(sub, config.data)
+    sub.seed = seed
+    # Seed-independent inputs are shared by all runs instead of rebuilt per run.
+    if kind == "audio":
+        sub.tts_workdir = sub.tts_workdir or os.path.join(teacher_root, "tts")
+    if kind == "emotion":
+        sub.embeddings_workdir = sub.embeddings_workdir or os.path.join(
+            teacher_root, "emotion_embeddings"
+        )
+    sub.lock()
+    return sub
+
+
+def run(config, workdir: str) -> dict:
+    kinds = [k for k in config.teachers.split("+") if k and k != "none"]
+    weights = tuple(config.kd.teacher_weights) or None
+    if weights is not None and len(weights) != len(kinds):
+        raise UserError(
+            f"config kd.teacher_weights has {len(weights)} values for {len(kinds)} teachers "
+            f"({config.teachers}); give one per teacher or ()"
+        )
+    if config.runs < 1:
+        raise UserError(f"config runs={config.runs}; at least 1")
+    prep = data.prepare(config.data)
+    ds = prep.dataset
+    classes = list(ds.classes)
+    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
+    cache_dir = os.path.join(workdir, "soft_labels")
+    key = stages.config_hash(config)
+    rows, notes = [], []
+    if ds.synthetic:
+        notes.append("data: the embedded demo dataset is SYNTHETIC (our own generated posts)")
+
+    for r in range(config.runs):
+        seed = config.seed + r
+        logits = []
+        for kind in kinds:
+            sub = teacher_config(config, kind, seed, teacher_root)
+            name = f"{kind}-run{r}"
+            logging.info("run %d: teacher %s", r, kind)
+            res = stages.run_stage(sub, os.path.join(teacher_root, name))
+            rows += report.rows_for(r, seed, kind, res, classes)
+            predict = teachers.PREDICTORS[kind]
+            logits.append(
+                teachers.soft_labels(
+                    name,
+                    res["params"],
+                    ds,
+                    lambda res=res, predict=predict: predict(
+                        res, ds, batch_size=config.predict_batch_size
+                    ),
+                    cache_dir,
+                )
+            )
+        run_dir = os.path.join(workdir, f"run{r}")
+        done = os.path.join(run_dir, "run.json")
+        if os.path.exists(done) and files.read_json(done).get("config_hash") == key:
+            result = files.read_json(done)
+        else:
+            result = _train_student(config, run_dir, prep, seed, logits, weights)
+            result["config_hash"] = key
+            files.write_json(done, result)
+        rows += report.rows_for(r, seed, "student", result, classes)
+
+    models = [*kinds, "student"]
+    report.write_csv(os.path.join(workdir, "results.csv"), rows, classes)
+    report.plot_curves(
+        os.path.join(workdir, "curves_student.png"),
+        [os.path.join(workdir, f"run{r}", "metrics.jsonl") for r in range(config.runs)],
+        "student",
+    )
+    notes += [
+        f"dataset: {ds.name} ({ds.summary()['train']} train / {ds.summary()['val']} val / "
+        f"{ds.summary()['test']} test), classes {classes}",
+        f"teachers: {config.teachers}; student: {config.model.name}; protocol: {config.protocol}; "
+        f"runs: {config.runs} (seeds {config.seed}..{config.seed + config.runs - 1})",
+        "model choice and any early stopping use validation only; test is reported, never chosen on",
+        "confusion matrix of run 0's student: run0/confusion_test.png; curves: curves_student.png",
+    ]
+    report_path = os.path.join(workdir, "report.md")
+    report.write_markdown(
+        report_path, rows, models, classes, title=f"3M-Health student on {ds.name}", notes=notes
+    )
+    summary = report.summarize(rows, "student", classes)
+    print(f"report: {report_path}")
+    return {
+        "data": ds.summary(),
+        **summary,
+        "teachers": {k: report.summarize(rows, k, classes) for k in kinds},
+        "report": report_path,
+        "results_csv": os.path.join(workdir, "results.csv"),
+    }
+
+
+def _train_student(config, run_dir, prep, seed, logits, weights) -> dict:
+    """Fine-tunes the student of one run against the stacked teacher logits."""
+    cfg = copy.deepcopy(config)
+    cfg.unlock()
+    cfg.seed = seed
+    stacked = np.stack(logits, axis=1) if logits else None  # (N, K, C)
+
+    def attach(batch):
+        if stacked is not None:
+            batch = dict(batch, teacher_logits=stacked[batch["index"]])
+        return batch
+
+    model, final, results = finetune.train_text_classifier(
+        cfg,
+        run_dir,
+        prep,
+        loss_fn=losses.make_student_loss(config.kd, weights),
+        extra_inputs=attach,
+    )
+    params_dir = os.path.join(run_dir, "params")
+    export.save_text_teacher(
+        params_dir, model, final.params, prep.tokenizer, classes=prep.dataset.classes,
+        max_len=prep.max_len,
+    )  # fmt: skip
+    results["params"] = params_dir
+    return results
