@@ -20,6 +20,7 @@ from mh3.errors import UserError
 # dependencies (torch for Bark, piper for speech) never slow down the others.
 STAGES = {
     "describe": "mh3.stages.describe",
+    "teacher_text": "mh3.stages.teacher_text",
     "tts": "mh3.stages.tts",
     "data": "mh3.stages.data",
     "emotion_embeddings": "mh3.stages.emotion_embeddings",

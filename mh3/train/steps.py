@@ -26,9 +26,9 @@ LossFn = Callable[..., tuple[jax.Array, dict]]
 def classification_loss(params, apply_fn, batch, dropout_rng, train):
     """Softmax cross-entropy of a classifier `apply_fn(vars, batch, train, rngs) -> (logits, out)`.
 
-    The model sees only its input keys; `label` and `mask` stay with the loss.
+    The model sees only its input keys; `label`, `mask` and `index` stay with the loop.
     """
-    inputs = {k: v for k, v in batch.items() if k not in ("label", "mask")}
+    inputs = {k: v for k, v in batch.items() if k not in ("label", "mask", "index")}
     logits, _ = apply_fn({"params": params}, inputs, train=train, rngs={"dropout": dropout_rng})
     logits = logits.astype(jnp.float32)
     loss = optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"])

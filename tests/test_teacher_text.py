@@ -1,0 +1,64 @@
+"""The text-teacher stage end to end: a smoke run through launch.py, its export loaded back."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+
+from configs import teacher_text
+from mh3 import data
+from mh3.train import export
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_smoke_run_exports_a_teacher_that_reproduces_its_test_metrics(tmp_path):
+    workdir = tmp_path / "teacher"
+    cmd = [
+        sys.executable,
+        "launch.py",
+        "--config=configs/teacher_text.py:smoke",
+        f"--workdir={workdir}",
+    ]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((workdir / "results.json").read_text())
+    for split in ("val", "test"):
+        assert {"accuracy", "f1_macro", "f1_weighted", "confusion_matrix"} <= set(results[split])
+    assert results["data"]["classes"] and results["data"]["test"] == results["test"]["n"]
+    assert (workdir / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
+    assert [json.loads(x)["split"] for x in open(workdir / "metrics.jsonl")].count("val") == 1
+
+    model, params, tok, meta = export.load_text_teacher(str(workdir / "params"))
+    assert meta["classes"] == results["data"]["classes"]
+    assert tok.num_added > 0  # _USER_/_URL_/emoji tokens survive the round trip
+    assert params["embeddings"]["word_embeddings"]["embedding"].shape[0] == tok.vocab_size
+
+    config = teacher_text.get_config("smoke")
+    prep = data.prepare(config.data, tokenizer=tok)
+    enc = prep.encoded["test"]
+    logits, labels = [], []
+    for batch in prep.batches("test", 8, train=False):
+        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+        out, _ = jax.jit(model.apply)({"params": params}, inputs)
+        keep = batch["mask"] > 0
+        logits.append(np.asarray(out)[keep])
+        labels.append(batch["label"][keep])
+    accuracy = np.mean(np.concatenate(logits).argmax(-1) == np.concatenate(labels))
+    assert len(np.concatenate(labels)) == len(enc.labels)
+    assert accuracy == results["test"]["accuracy"]
+
+    # The same command again finds the finished stage and does not retrain.
+    again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already done" in again.stderr
+
+
+def test_paper_protocol_sets_the_spec_teacher_settings():
+    config = teacher_text.get_config("dataset=sdcnl,protocol=paper")
+    assert config.model.hidden_act == "relu" and config.model.num_hidden_layers == 4
+    assert config.optim.name == "adam_l2" and config.optim.learning_rate == 5e-5
+    assert config.train.model_choice == "last" and config.train.epochs == 4
+    assert config.data.batch_size == 64
