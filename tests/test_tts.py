@@ -107,6 +107,7 @@ def test_rerun_after_interruption_and_corruption_completes(piper, tmp_path):
     result = tts.write_wavs(items, out, piper, progress=False)
     assert (result["made"], result["skipped"], result["files"]) == (5, 1, 6)
     assert os.path.getmtime(os.path.join(out, "Sample_1.wav")) == before  # kept, not remade
+    assert not os.path.exists(os.path.join(out, ".tmp-abc.wav"))
     manifest = json.loads(open(os.path.join(out, tts.MANIFEST)).read())
     assert [e["id"] for e in manifest] == list(range(6))
     for entry in manifest:

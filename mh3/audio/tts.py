@@ -255,6 +255,10 @@ def write_wavs(
 
     items = list(items)
     os.makedirs(out_dir, exist_ok=True)
+    for name in os.listdir(out_dir):
+        # Temporary files of a killed run (files.atomic_write names them .tmp-*): never valid.
+        if name.startswith(".tmp-"):
+            os.remove(os.path.join(out_dir, name))
     progress_path = os.path.join(out_dir, PROGRESS)
     done = _read_progress(progress_path)
     manifest, made, skipped, empty = [], 0, 0, 0
