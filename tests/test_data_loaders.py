@@ -244,3 +244,13 @@ def test_registry_names():
         "jsonl",
         "demo",
     }
+
+
+def test_smoke_keeps_a_spread_of_rows(sdcnl_dir):
+    cfg = data_config("sdcnl", "clean", True)
+    cfg.path = str(sdcnl_dir)
+    ds = load_dataset(cfg)
+    s = ds.summary()
+    assert (s["train"], s["val"], s["test"]) == (48, 48, 48)
+    assert all(min(s["per_class"][x].values()) > 10 for x in ("train", "val", "test"))
+    assert [e.index for e in ds.examples] == list(range(144))
