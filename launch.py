@@ -16,6 +16,10 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/student.py:dataset=sdcnl", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/<stage>[-<dataset>]).")
+# Multi-host runs (one process per host): all three, or none (single host / cluster autodetect).
+_COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
+_NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
+_PID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flag_as_required("config")
 
 
@@ -45,6 +49,9 @@ def main(argv):
         name = config_flags.get_config_filename(flags.FLAGS["config"])
         _fail(f"cannot load config file {name}: {str(e).splitlines()[-1].strip()}")
     try:
+        from mh3.train import parallel
+
+        parallel.initialize(_COORD.value, _NPROC.value, _PID.value)
         results = stages.run_stage(config, _WORKDIR.value)
     except UserError as e:
         _fail(str(e))
