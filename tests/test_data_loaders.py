@@ -117,7 +117,8 @@ def test_idendep_folders(tmp_path):
 def test_csv_split_column_and_jsonl(tmp_path):
     _write_csv(
         tmp_path / "all.csv", ["id", "a", "b", "y", "part"],
-        [[f"r{i}", f"A{i}", f"B{i}", ["neg", "pos"][i % 2], ["train", "dev", "test"][i % 3]] for i in range(12)],
+        [[f"r{i}", f"A{i}", f"B{i}", "neg pos".split()[i % 2], "train dev test".split()[i % 3]]
+         for i in range(12)],
     )  # fmt: skip
     cfg = _cfg("csv", tmp_path, text_columns=("a", "b"), label_column="y", id_column="id",
                split_column="part")  # fmt: skip
@@ -162,6 +163,8 @@ def test_real_sad():
     assert total["Work"] == 1341 and total["Everyday Decision Making"] == 337
     assert total["Health, Fatigue, or Physical Pain"] == 782 and len(ds.classes) == 9
     assert any(e.text == "?" for e in ds.examples)  # very short sentences are kept
+    binary = load_dataset(_cfg("sad_stressor", os.path.join(SHARED_DATA, "sad")))
+    assert binary.classes == ("not_stressor", "stressor") and len(binary.examples) == 6850
 
 
 # Bad input: each case ends in one UserError naming the file and row.
@@ -238,6 +241,7 @@ def test_registry_names():
         "sdcnl",
         "dreaddit",
         "sad",
+        "sad_stressor",
         "deptweet",
         "idendep",
         "csv",

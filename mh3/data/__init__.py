@@ -8,7 +8,7 @@ Public API (everything else in the package is internal):
     ds.examples[i]                               # Example(id, text, raw, label, split, index=i)
     ds.split('train')                            # list[Example] of one split
     ds.summary()                                 # {train, val, test, classes, per_class}
-    ds.fingerprint                               # changes iff any (index, id, split, label, text) does
+    ds.fingerprint                               # changes when any example does
     ds.synthetic                                 # True for the embedded demo data
 
     tok = data.build_tokenizer(config.data.tokenizer, ds, splits=config.data.added_token_splits)
@@ -22,11 +22,14 @@ Public API (everything else in the package is internal):
                                   config.data.bucket_multiple)   # or None: pad to max_len
     for batch in data.batches(enc, config.data.batch_size, pad_id=tok.pad_id, train=True,
                               seed=config.seed, epoch=epoch, buckets=buckets,
+                              group_batches=config.data.group_batches,
                               process_index=jax.process_index(),
                               process_count=jax.process_count()):
         ...  # batch: input_ids, attention_mask, token_type_ids (B, L); label, mask, index (B,)
 
-    data.prepare(config.data)                    # all of the above in one call (Prepared)
+    prep = data.prepare(config.data)             # all of the above in one call (Prepared):
+    prep.dataset, prep.tokenizer, prep.max_len, prep.encoded[split], prep.buckets
+    prep.batches('val', config.data.eval_batch_size, train=False)   # pad id and buckets filled in
     data.preprocess(text)                        # the SPEC preprocessing of one text
 
 Rows with `mask == 0` are padding: weight losses and metrics by `mask`. Audio and cached

@@ -56,7 +56,8 @@ class Dataset:
         return h.hexdigest()[:16]
 
     def summary(self) -> dict:
-        """The DESIGN contract block: {train, val, test, classes, per_class: {split: {class: n}}}."""
+        """The DESIGN contract block: {train, val, test, classes, per_class: {split: {class: n}}}
+        (counts per split, class names in label order, counts per split and class)."""
         counts = collections.Counter((e.split, e.label) for e in self.examples)
         out = {s: sum(counts[s, c] for c in range(len(self.classes))) for s in SPLITS}
         out["classes"] = list(self.classes)
