@@ -27,6 +27,10 @@ def test_piper_wav_reads_back_at_16k_with_expected_duration(piper, tmp_path):
     (entry,) = json.loads((out / "manifest.json").read_text())
     assert entry["id"] == 7 and entry["path"] == "Sample_7.wav" and entry["backend"] == "piper"
     assert entry["text_hash"] == tts.text_hash(text)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask  # not the temp file's 0600
+    assert entry["synth_seconds"] > 0
     native, sr = soundfile.read(path)
     assert sr == 22050 and native.ndim == 1
     assert entry["duration"] == pytest.approx(len(native) / sr)

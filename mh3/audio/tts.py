@@ -214,6 +214,16 @@ def readable_frames(path: str) -> int | None:
     return int(audio.shape[0]) if audio.shape[0] > 0 else None
 
 
+def _write_wav(path: str, audio: np.ndarray, sample_rate: int) -> None:
+    import soundfile
+
+    soundfile.write(path, audio, sample_rate, subtype="PCM_16")
+    # The temporary file is created private (0600); give the wav the usual permissions.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, 0o666 & ~umask)
+
+
 def _read_progress(path: str) -> dict[int, dict]:
     entries = {}
     if not os.path.exists(path):
@@ -250,7 +260,6 @@ def write_wavs(
        'real_time_factor': audio seconds per wall second (None when nothing was made),
        'total_audio_seconds': all files}.
     """
-    import soundfile
     from tqdm import tqdm
 
     items = list(items)
@@ -266,7 +275,7 @@ def write_wavs(
     with open(progress_path, "a") as log:
         for index, text in tqdm(items, desc=f"tts ({backend.name})", disable=not progress):
             path = os.path.join(out_dir, wav_name(index))
-            entry = {
+            entry = {  # what must match for a finished file to be kept
                 "id": index,
                 "path": wav_name(index),
                 "backend": backend.name,
@@ -291,13 +300,12 @@ def write_wavs(
             audio = synthesize(
                 text, backend, seed=seed, index=index, max_words=max_words, pause_s=pause_s
             )
-            wall_s += time.perf_counter() - start
-            files.atomic_write(
-                path,
-                lambda tmp, a=audio: soundfile.write(tmp, a, backend.sample_rate, subtype="PCM_16"),
-            )
+            synth_s = time.perf_counter() - start
+            wall_s += synth_s
+            files.atomic_write(path, lambda tmp, a=audio: _write_wav(tmp, a, backend.sample_rate))
             entry["frames"] = int(audio.shape[0])
             entry["duration"] = audio.shape[0] / backend.sample_rate
+            entry["synth_seconds"] = round(synth_s, 4)
             audio_s += entry["duration"]
             log.write(json.dumps(entry) + "\n")
             log.flush()
