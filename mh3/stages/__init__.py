@@ -25,6 +25,7 @@ STAGES = {
     "data": "mh3.stages.data",
     "emotion_embeddings": "mh3.stages.emotion_embeddings",
     "teacher_emotion": "mh3.stages.teacher_emotion",
+    "teacher_audio": "mh3.stages.teacher_audio",
 }
 
 
