@@ -107,10 +107,25 @@ def test_batches_cover_a_split_once_with_padding_rows_and_indices():
     assert [int(i) for b in evals for i in b["index"]] == [101, 104, 105, 107, 109, -1, -1, -1]
 
 
-def test_missing_wav_is_a_user_error_naming_the_file(tmp_path):
+def test_missing_or_foreign_wavs_are_user_errors_naming_the_file(tmp_path):
+    import soundfile
+
+    from mh3.audio import tts
+
     config = teacher_audio.get_config("smoke")
+    config.data.max_per_split = 2
     ds = data.load_dataset(config.data)
     with pytest.raises(UserError, match="Sample_0.wav"):
+        teacher.load_features(ds.examples, str(tmp_path), None, max_length=128, num_mel_bins=128)
+    for e in ds.examples:
+        soundfile.write(tmp_path / tts.wav_name(e.index), np.zeros(8000, np.float32), 16000)
+    manifest = [{"id": e.index, "text_hash": tts.text_hash(e.text)} for e in ds.examples]
+    (tmp_path / tts.MANIFEST).write_text(json.dumps(manifest))
+    x = teacher.load_features(ds.examples, str(tmp_path), None, max_length=128, num_mel_bins=128)
+    assert x.shape == (6, 128, 128)
+    manifest[3]["text_hash"] = tts.text_hash("another post")  # wavs of other data settings
+    (tmp_path / tts.MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(UserError, match="Sample_3.wav was spoken from another text"):
         teacher.load_features(ds.examples, str(tmp_path), None, max_length=128, num_mel_bins=128)
 
 

@@ -27,7 +27,7 @@ from flax import serialization
 
 from mh3 import files
 from mh3.audio import features as feats
-from mh3.audio.tts import wav_name
+from mh3.audio.tts import MANIFEST, text_hash, wav_name
 from mh3.data import batching
 from mh3.errors import UserError
 from mh3.models.ast import ASTClassifier, ASTConfig
@@ -49,6 +49,30 @@ def missing_wavs(wav_dir: str, examples: Sequence) -> list[str]:
     return [p for p in wav_paths(wav_dir, examples) if not os.path.exists(p)]
 
 
+def check_manifest(wav_dir: str, examples: Sequence) -> None:
+    """Checks wavs against the tts manifest, when there is one, by the hash of the spoken text.
+
+    Sample_{i}.wav is only meaningful for the dataset and data settings that numbered the
+    examples (smoke subsets renumber them), so a folder of another run must not be reused.
+    Folders without a manifest (wavs made elsewhere) are taken as they are.
+
+    Raises:
+      UserError: a wav was spoken from another text than its example's.
+    """
+    path = os.path.join(wav_dir, MANIFEST)
+    if not os.path.exists(path):
+        return
+    spoken = {int(e["id"]): e.get("text_hash") for e in files.read_json(path)}
+    for e in examples:
+        if e.index in spoken and spoken[e.index] != text_hash(e.text):
+            raise UserError(
+                f"{os.path.join(wav_dir, wav_name(e.index))} was spoken from another text than "
+                f"example {e.index} ({e.id!r}) per {path}; these wavs belong to other data "
+                "settings: use the tts stage with this config's data block (leave "
+                "config.audio.wav_dir empty)"
+            )
+
+
 def load_features(
     examples: Sequence,
     wav_dir: str,
@@ -60,7 +84,8 @@ def load_features(
     """Un-normalised fbank features (N, max_length, num_mel_bins) of `examples`, cached per file.
 
     Raises:
-      UserError: a wav is missing, naming the first one and how to make it.
+      UserError: a wav is missing (naming the first one and how to make it), or the tts
+        manifest says a wav was spoken from another text.
     """
     missing = missing_wavs(wav_dir, examples)
     if missing:
@@ -68,6 +93,7 @@ def load_features(
             f"{len(missing)} audio file(s) missing, e.g. {missing[0]}; run the tts stage for this "
             "dataset or point config.audio.wav_dir at a folder with Sample_{i}.wav files"
         )
+    check_manifest(wav_dir, examples)
     return feats.features_for(
         wav_paths(wav_dir, examples), cache_dir, num_mel_bins=num_mel_bins, max_length=max_length
     )
