@@ -16,3 +16,25 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_DATA = os.path.join(os.path.dirname(ROOT), "shared", "data")
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
+
+
+import pytest  # noqa: E402  (after the environment set-up above, on purpose)
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory):
+    """A tiny random BERT (hidden 32, 2 layers) with MiniLM's real uncased tokenizer."""
+    import torch
+    import transformers as hf
+
+    from mh3.weights import resolve_checkpoint
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    torch.manual_seed(0)
+    config = hf.BertConfig(
+        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=37,
+    )  # fmt: skip
+    hf.BertModel(config).save_pretrained(folder)
+    hf.AutoTokenizer.from_pretrained(resolve_checkpoint("minilm")).save_pretrained(folder)
+    return str(folder)

@@ -6,8 +6,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
-import transformers as hf
 from conftest import ROOT
 
 
@@ -21,22 +19,6 @@ def launch(*args, cwd=ROOT):
         text=True,
         timeout=300,
     )
-
-
-@pytest.fixture(scope="module")
-def tiny_bert(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = hf.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37,
-    )  # fmt: skip
-    hf.BertModel(config).save_pretrained(folder)
-    # A real tokenizer for the real vocabulary size: MiniLM's (uncased WordPiece).
-    from mh3.weights import resolve_checkpoint
-
-    hf.AutoTokenizer.from_pretrained(resolve_checkpoint("minilm")).save_pretrained(folder)
-    return str(folder)
 
 
 def test_describe_stage_runs_and_writes_workdir(tiny_bert, tmp_path):

@@ -11,6 +11,7 @@ import importlib
 import json
 import os
 
+import jax
 from absl import logging
 
 from mh3 import files
@@ -26,6 +27,7 @@ STAGES = {
     "emotion_embeddings": "mh3.stages.emotion_embeddings",
     "teacher_emotion": "mh3.stages.teacher_emotion",
     "teacher_audio": "mh3.stages.teacher_audio",
+    "student": "mh3.stages.student",
 }
 
 
@@ -33,6 +35,13 @@ def config_hash(config) -> str:
     """A stable fingerprint of a resolved config (its JSON with sorted keys)."""
     text = json.dumps(config.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def prng_impl(config) -> str:
+    """`config.train.prng_impl` when the stage trains with one set, else jax's threefry."""
+    if "train" in config and "prng_impl" in config.train:
+        return config.train.prng_impl
+    return "threefry2x32"
 
 
 def default_workdir(config) -> str:
@@ -77,7 +86,15 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
     os.makedirs(workdir, exist_ok=True)
     files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
     module = importlib.import_module(STAGES[config.stage])
-    results = module.run(config, workdir)
+    # The PRNG behind dropout keys is a process-wide jax setting. Each stage runs under the one
+    # its config names (default threefry), and the caller's is restored afterwards, so a stage
+    # gives the same result whether or not another stage ran before it in the same process.
+    previous = jax.config.jax_default_prng_impl
+    jax.config.update("jax_default_prng_impl", prng_impl(config))
+    try:
+        results = module.run(config, workdir)
+    finally:
+        jax.config.update("jax_default_prng_impl", previous)
     results = {"stage": config.stage, "config_hash": config_hash(config), **results}
     results["workdir"] = workdir
     files.write_json(results_path, results)

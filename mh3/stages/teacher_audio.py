@@ -99,7 +99,6 @@ def run(config, workdir: str) -> dict:
             f"config audio.stats_splits={tuple(config.audio.stats_splits)}; use splits of "
             f"{data.SPLITS} (clean: train only)"
         )
-    jax.config.update("jax_default_prng_impl", config.train.prng_impl)
     ds = data.load_dataset(config.data)
     classes = list(ds.classes)
     n_dev = parallel.device_count() * parallel.process_count()

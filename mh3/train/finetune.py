@@ -69,7 +69,6 @@ def train_text_classifier(
             f"choose one of {list(export.DTYPES)}"
         )
     check_batch_sizes(config.data)
-    jax.config.update("jax_default_prng_impl", config.train.prng_impl)
     ds, tok = prep.dataset, prep.tokenizer
     classes = list(ds.classes)
     model, params = weights.from_hf(
