@@ -1,0 +1,117 @@
+"""The student pipeline: cached teacher soft labels, and a killed pipeline that resumes exactly."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from conftest import ROOT
+
+from configs import common
+from mh3 import data
+from mh3.distill import teachers
+from mh3.train import export
+from mh3.weights import from_hf, grow_vocab
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return data.load_dataset(common.data_config("demo", "clean", smoke=True))
+
+
+def test_cached_soft_labels_equal_per_batch_forward(tiny_bert, demo, tmp_path):
+    tok = data.build_tokenizer(tiny_bert, demo)
+    model, params = from_hf(tiny_bert, num_labels=len(demo.classes), seed=1)
+    model, params = grow_vocab(model, params, tok.vocab_size, seed=1)
+    folder = str(tmp_path / "teacher")
+    export.save_text_teacher(folder, model, params, tok, classes=demo.classes, max_len=24)
+    calls = []
+
+    def predict():
+        calls.append(1)
+        return teachers.predict_text(folder, demo, batch_size=8)
+
+    cache = str(tmp_path / "soft_labels")
+    logits = teachers.soft_labels("text", folder, demo, predict, cache)
+    assert logits.shape == (len(demo.examples), 3) and calls == [1]
+
+    # The same numbers from a plain forward pass, one example at a time, in global order.
+    apply = jax.jit(model.apply)
+    for ex in demo.examples[::7]:
+        enc = tok.hf(ex.text, truncation=True, max_length=24, return_tensors="np")
+        inputs = {k: v.astype(np.int32) for k, v in enc.items()}
+        direct, _ = apply({"params": params}, inputs)
+        np.testing.assert_allclose(logits[ex.index], np.asarray(direct)[0], atol=1e-5)
+
+    def fail():
+        raise AssertionError("the cache should have answered")
+
+    np.testing.assert_array_equal(teachers.soft_labels("text", folder, demo, fail, cache), logits)
+    # New teacher parameters -> a new cache entry, computed again.
+    params["classifier"]["bias"] = params["classifier"]["bias"] + 1.0
+    export.save_text_teacher(folder, model, params, tok, classes=demo.classes, max_len=24)
+    shifted = teachers.soft_labels("text", folder, demo, predict, cache)
+    assert calls == [1, 1] and np.allclose(shifted, logits + 1.0, atol=1e-5)
+
+
+def pipeline_args(tiny_bert, workdir):
+    return [
+        sys.executable,
+        os.path.join(ROOT, "launch.py"),
+        f"--config=configs/student.py:teachers=text+emotion,smoke,model={tiny_bert},"
+        f"text_model={tiny_bert}",
+        f"--workdir={workdir}",
+    ]
+
+
+def run_until(args, path, timeout=300):
+    """Starts the pipeline and kills it (SIGKILL) as soon as `path` exists."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen(
+        args, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + timeout
+    while proc.poll() is None and not os.path.exists(path) and time.time() < deadline:
+        time.sleep(0.05)
+    killed = proc.poll() is None
+    if killed:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return killed
+
+
+def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    whole = tmp_path / "whole"
+    done = subprocess.run(
+        pipeline_args(tiny_bert, whole), cwd=ROOT, env=env, capture_output=True, text=True,
+        timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "report: " in done.stdout
+
+    killed = tmp_path / "killed"
+    args = pipeline_args(tiny_bert, killed)
+    text_done = killed / "teachers" / "text-run0" / "results.json"
+    # Kill 1: the text teacher is finished and the emotion teacher is being built.
+    assert run_until(args, text_done)
+    assert not (killed / "results.json").exists()
+    first = os.path.getmtime(text_done)
+    # Kill 2: somewhere in the student's training (or later, if it was that quick).
+    run_until(args, killed / "run0" / "metrics.jsonl")
+    rerun = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert os.path.getmtime(text_done) == first  # the finished teacher was not run again
+
+    expect = (whole / "results.csv").read_text()
+    assert (killed / "results.csv").read_text() == expect
+    lines = expect.splitlines()
+    assert lines[0].startswith("run,seed,model,split,accuracy,f1_macro,f1_weighted,f1_micro")
+    assert {line.split(",")[2] for line in lines[1:]} == {"text", "emotion", "student"}
+    report = (killed / "report.md").read_text()
+    assert report == (whole / "report.md").read_text().replace(str(whole), str(killed))
+    assert "SYNTHETIC" in report and "| student | 1 |" in report
