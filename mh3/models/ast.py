@@ -150,16 +150,7 @@ class ASTClassifier(nn.Module):
                 f"({cfg.max_length}, {cfg.num_mel_bins}) (max_length frames x mel bins)"
             )
         x = Embeddings(cfg, self.dtype, name="embeddings")(x, train)
-        layer = dict(
-            num_heads=cfg.num_attention_heads,
-            intermediate_size=cfg.intermediate_size,
-            act=cfg.hidden_act,
-            hidden_dropout=cfg.hidden_dropout_prob,
-            attention_dropout=cfg.attention_probs_dropout_prob,
-            eps=cfg.layer_norm_eps,
-            init_std=cfg.initializer_range,
-            dtype=self.dtype,
-        )
+        layer = transformer.layer_kwargs(cfg, self.dtype)
         x = transformer.Encoder(
             transformer.PreLNLayer, layer, cfg.num_hidden_layers, name="encoder"
         )(x, None, train)

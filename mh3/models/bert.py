@@ -153,16 +153,7 @@ class BertClassifier(nn.Module):
         if types is None:
             types = jnp.zeros_like(ids)
         x = Embeddings(cfg, self.dtype, name="embeddings")(ids, types, train)
-        layer = dict(
-            num_heads=cfg.num_attention_heads,
-            intermediate_size=cfg.intermediate_size,
-            act=cfg.hidden_act,
-            hidden_dropout=cfg.hidden_dropout_prob,
-            attention_dropout=cfg.attention_probs_dropout_prob,
-            eps=cfg.layer_norm_eps,
-            init_std=cfg.initializer_range,
-            dtype=self.dtype,
-        )
+        layer = transformer.layer_kwargs(cfg, self.dtype)
         hidden = transformer.Encoder(
             transformer.PostLNLayer, layer, cfg.num_hidden_layers, name="encoder"
         )(x, transformer.attention_bias(mask), train)

@@ -223,6 +223,20 @@ class PreLNLayer(LayerSettings):
         )
 
 
+def layer_kwargs(config, dtype: Dtype) -> dict:
+    """LayerSettings fields from a config with HF's names (BertConfig, ASTConfig)."""
+    return dict(
+        num_heads=config.num_attention_heads,
+        intermediate_size=config.intermediate_size,
+        act=config.hidden_act,
+        hidden_dropout=config.hidden_dropout_prob,
+        attention_dropout=config.attention_probs_dropout_prob,
+        eps=config.layer_norm_eps,
+        init_std=config.initializer_range,
+        dtype=dtype,
+    )
+
+
 class Encoder(nn.Module):
     """A stack of `num_layers` layers named `layer_0`, `layer_1`, ... (HF `encoder.layer.N`).
 
