@@ -4,6 +4,7 @@ The config names the stage (`config.stage`); see configs/ and README.md. A mista
 make (unknown config key, bad path, bad column) ends in one line on stderr and exit code 2.
 """
 
+import logging as pylogging
 import sys
 
 from absl import app, flags, logging
@@ -39,7 +40,16 @@ def _parse_flags(argv):
         _fail(f"{what}: {text}")
 
 
+class _QuietOrbax(pylogging.Filter):
+    """Drops Orbax's INFO records: it logs a dozen lines per checkpoint save, which buries the
+    training log; its warnings and errors still pass."""
+
+    def filter(self, record: pylogging.LogRecord) -> bool:
+        return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+
+
 def main(argv):
+    logging.get_absl_handler().addFilter(_QuietOrbax())
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; pass options as --config.key=value")
     try:

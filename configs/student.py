@@ -93,7 +93,8 @@ def get_config(arg=None):
 
     config.optim = optim.default_config()
     config.train = ml_collections.ConfigDict()
-    config.train.epochs = 3
+    # The demo has 216 training posts (7 steps an epoch): 3 epochs would barely move MiniLM.
+    config.train.epochs = 10 if args.dataset == "demo" else 3
     config.train.num_steps = 0
     config.train.model_choice = "last" if paper else "best_val"
     config.train.select_metric = "loss" if paper else "f1_weighted"
@@ -112,7 +113,7 @@ def get_config(arg=None):
     else:
         config.optim.update(
             name="adamw", learning_rate=8e-5, weight_decay=0.01, schedule="warmup_linear",
-            warmup_steps=20, clip_norm=1.0,
+            warmup_ratio=0.1, clip_norm=1.0,
         )  # fmt: skip
 
     sub_args = f"dataset={args.dataset},protocol={args.protocol}" + (",smoke" if args.smoke else "")

@@ -45,7 +45,8 @@ def get_config(arg: str | None = None):
 
     config.optim = optim.default_config()
     config.train = ml_collections.ConfigDict()
-    config.train.epochs = 3
+    # The demo has 216 training posts (7 steps an epoch): 3 epochs would barely move MiniLM.
+    config.train.epochs = 10 if args.dataset == "demo" else 3
     config.train.num_steps = 0  # 0 = epochs decide
     config.train.model_choice = "best_val"
     config.train.select_metric = "f1_weighted"
@@ -69,7 +70,7 @@ def get_config(arg: str | None = None):
         # MiniLM-sized checkpoints like a larger rate than BERT-base; warm-up steadies the start.
         config.optim.update(
             name="adamw", learning_rate=8e-5, weight_decay=0.01, schedule="warmup_linear",
-            warmup_steps=50, clip_norm=1.0,
+            warmup_ratio=0.1, clip_norm=1.0,
         )  # fmt: skip
     if args.smoke:
         config.model.num_hidden_layers = 1

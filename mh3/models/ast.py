@@ -113,7 +113,7 @@ class Embeddings(nn.Module):
         b = patches.shape[0]
         tokens = [jnp.broadcast_to(t, (b, 1, d)).astype(self.dtype) for t in (cls, dist)]
         x = jnp.concatenate([*tokens, patches], axis=1) + pos.astype(self.dtype)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=not train)
+        return transformer.Dropout(cfg.hidden_dropout_prob)(x, deterministic=not train)
 
 
 class ASTHead(nn.Module):

@@ -98,7 +98,7 @@ class Embeddings(nn.Module):
         if cfg.type_vocab_size:
             x = x + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)
         x = transformer.layer_norm("LayerNorm", cfg.layer_norm_eps, self.dtype)(x)
-        return nn.Dropout(cfg.hidden_dropout_prob)(x, deterministic=not train)
+        return transformer.Dropout(cfg.hidden_dropout_prob)(x, deterministic=not train)
 
 
 class Pooler(nn.Module):
@@ -123,9 +123,9 @@ class RobertaHead(nn.Module):
 
     @nn.compact
     def __call__(self, cls, train: bool):
-        x = nn.Dropout(self.dropout_rate)(cls, deterministic=not train)
+        x = transformer.Dropout(self.dropout_rate)(cls, deterministic=not train)
         features = jnp.tanh(transformer.dense(cls.shape[-1], "dense", self.dtype, self.init_std)(x))
-        x = nn.Dropout(self.dropout_rate)(features, deterministic=not train)
+        x = transformer.Dropout(self.dropout_rate)(features, deterministic=not train)
         logits = transformer.dense(self.num_labels, "out_proj", self.dtype, self.init_std)(x)
         return logits, features
 
@@ -162,7 +162,7 @@ class BertClassifier(nn.Module):
         pooled = Pooler(d, std, self.dtype, name="pooler")(cls) if cfg.pooler else cls
         logits = None
         if cfg.num_labels:
-            drop = nn.Dropout(cfg.head_dropout)
+            drop = transformer.Dropout(cfg.head_dropout)
             if cfg.family == "bert":
                 x = drop(pooled, deterministic=not train)
                 logits = transformer.dense(cfg.num_labels, "classifier", self.dtype, std)(x)

@@ -7,6 +7,8 @@ Both use the same `SelfAttention`. Submodules carry the names of the Hugging Fac
 modules (`attention/self/query`, `intermediate/dense`, ...) so that checkpoint conversion is a
 name map plus a few leaf rules (see mh3/weights).
 
+Dropout is `Dropout` below (a hashed keep mask), not flax's, for speed on CPU.
+
 Parameters are always float32; `dtype` is the compute dtype (bf16 halves activation memory and
 uses bf16 matmuls where the CPU/GPU/TPU has them). Softmax and LayerNorm statistics run in
 float32 whatever the compute dtype, because bf16 loses too much there.
@@ -18,6 +20,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 Dtype = Any
 
@@ -67,6 +70,63 @@ def layer_norm(name: str, eps: float, dtype: Dtype) -> nn.LayerNorm:
     return nn.LayerNorm(epsilon=eps, name=name, dtype=dtype, param_dtype=jnp.float32)
 
 
+def _mix32(x: jax.Array) -> jax.Array:
+    """An avalanche hash of uint32 words (Wellons' "lowbias32" constants): each output bit
+    depends on every input bit, so consecutive counters give unrelated words."""
+    x = x ^ (x >> 16)
+    x = x * jnp.uint32(0x21F0AAAD)
+    x = x ^ (x >> 15)
+    x = x * jnp.uint32(0xD35A2D97)
+    return x ^ (x >> 15)
+
+
+def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """Bernoulli(1 - rate) booleans: a hash of (key, element index) compared with a threshold.
+
+    `key` is a jax PRNG key (typed, or a legacy uint32 array, any implementation). The mask is
+    a pure function of the key and the shape, so dropout keys derived from (seed, step) keep
+    runs resumable and reproducible.
+    """
+    words = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    words = words.reshape(-1).astype(jnp.uint32)
+    seed = jnp.uint32(0x9E3779B9)
+    for w in words:  # 2 (threefry) or 4 (rbg) words -> two 32-bit seeds
+        seed = _mix32(seed ^ w)
+    seed2 = _mix32(seed ^ jnp.uint32(0x85EBCA6B))
+    size = 1
+    for n in shape:
+        size *= n
+    if size >= 2**32:
+        raise ValueError(f"dropout over {size} elements: more than the 2**32 a uint32 counter covers")
+    index = lax.iota(jnp.uint32, size).reshape(shape)
+    bits = _mix32(_mix32(index ^ seed) + seed2)
+    threshold = jnp.uint32(min(round(rate * 2**32), 2**32 - 1))
+    return bits >= threshold
+
+
+class Dropout(nn.Module):
+    """Inverted dropout (zero with probability `rate`, scale the rest by 1/(1 - rate)) drawing
+    its mask with `keep_mask` from the `dropout` rng stream.
+
+    Same contract as flax's `nn.Dropout`, different random numbers. Why: flax draws the mask
+    with jax.random.bernoulli, which on CPU generates the bits in a separate loop that XLA
+    cannot fuse; for the B x H x L x L attention probabilities of a MiniLM step that was about
+    a fifth of the whole training step. The hash is a dozen integer ops per element that XLA
+    fuses into the op consuming the mask (see README, Performance).
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jax.Array, deterministic: bool) -> jax.Array:
+        if deterministic or self.rate == 0.0:
+            return x
+        if self.rate >= 1.0:
+            return jnp.zeros_like(x)
+        keep = keep_mask(self.make_rng("dropout"), x.shape, self.rate)
+        return jnp.where(keep, x / jnp.asarray(1.0 - self.rate, x.dtype), jnp.zeros((), x.dtype))
+
+
 class SelfAttention(nn.Module):
     """Multi-head scaled dot-product self-attention; the output projection is the caller's.
 
@@ -97,7 +157,7 @@ class SelfAttention(nn.Module):
         if bias is not None:
             scores = scores + bias
         probs = jax.nn.softmax(scores, axis=-1)
-        probs = nn.Dropout(self.dropout_rate)(probs, deterministic=not train)
+        probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
         out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return out.reshape(b, length, d)
 
@@ -117,7 +177,7 @@ class Projection(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, residual: jax.Array, train: bool) -> jax.Array:
         y = dense(self.features, "dense", self.dtype, self.init_std)(x)
-        y = nn.Dropout(self.dropout_rate)(y, deterministic=not train) + residual
+        y = Dropout(self.dropout_rate)(y, deterministic=not train) + residual
         if self.eps is not None:
             y = layer_norm("LayerNorm", self.eps, self.dtype)(y)
         return y

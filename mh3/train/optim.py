@@ -7,6 +7,8 @@ Keys of `config.optim` (every one set in the stage config):
   schedule: `constant` or `warmup_linear` (linear warm-up for `warmup_steps`, then linear decay
         to 0 at the last step).
   warmup_steps: steps of warm-up (`warmup_linear` only).
+  warmup_ratio: warm-up as a fraction of the run's updates, used when warmup_steps is 0 (so a
+        short run on a small dataset still spends most of its steps at the full rate).
   clip_norm: global-norm gradient clipping, 0 = off.
   accumulate_steps: gradients of this many batches are averaged before one update
         (optax.MultiSteps); 1 = off.
@@ -29,7 +31,8 @@ def schedule(optim, total_steps: int) -> optax.Schedule:
     if optim.schedule == "constant":
         return optax.constant_schedule(lr)
     if optim.schedule == "warmup_linear":
-        warmup = min(optim.warmup_steps, total_steps)
+        warmup = optim.warmup_steps or round(optim.warmup_ratio * total_steps)
+        warmup = min(warmup, total_steps)
         return optax.join_schedules(
             [
                 optax.linear_schedule(0.0, lr, max(warmup, 1)),
@@ -112,6 +115,7 @@ def default_config():
             eps=1e-8,
             schedule="constant",
             warmup_steps=0,
+            warmup_ratio=0.0,
             clip_norm=0.0,
             accumulate_steps=1,
             plateau_patience=0,
