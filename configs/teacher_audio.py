@@ -86,7 +86,7 @@ def get_config(arg: str | None = None):
     config.train.checkpoint_every_steps = 200
     config.train.max_to_keep = 2
     config.train.log_every_steps = 10
-    config.train.prng_impl = "rbg"  # cheaper dropout masks on CPU, as for the text teacher
+    config.train.prng_impl = "rbg"  # dropout keys, as for the text teacher
 
     # The tts stage this one pulls when the wavs are missing. Its `data` block is not kept
     # here: the stage gives it this config's `data`, so both number the examples the same way.

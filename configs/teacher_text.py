@@ -54,7 +54,9 @@ def get_config(arg: str | None = None):
     config.train.checkpoint_every_steps = 200
     config.train.max_to_keep = 2
     config.train.log_every_steps = 10
-    # rbg dropout masks cost a fraction of threefry's on CPU (see README, Performance).
+    # The PRNG behind the dropout keys. mh3's Dropout hashes its masks from the key, so the
+    # choice no longer changes the speed (README, Performance); rbg is kept for reproducibility
+    # of earlier runs.
     config.train.prng_impl = "rbg"
 
     if args.protocol == "paper":

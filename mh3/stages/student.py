@@ -117,23 +117,32 @@ def run(config, workdir: str) -> dict:
         [os.path.join(workdir, f"run{r}", "metrics.jsonl") for r in range(config.runs)],
         "student",
     )
+    summary = ds.summary()
+    test_counts = summary["per_class"]["test"]
     notes += [
-        f"dataset: {ds.name} ({ds.summary()['train']} train / {ds.summary()['val']} val / "
-        f"{ds.summary()['test']} test), classes {classes}",
+        f"chance on test: {100 / len(classes):.2f}% accuracy guessing uniformly, "
+        f"{100 * max(test_counts.values()) / max(sum(test_counts.values()), 1):.2f}% always "
+        "guessing the largest class",
+        f"dataset: {ds.name} ({summary['train']} train / {summary['val']} val / "
+        f"{summary['test']} test), classes {classes}",
         f"teachers: {config.teachers}; student: {config.model.name}; protocol: {config.protocol}; "
         f"runs: {config.runs} (seeds {config.seed}..{config.seed + config.runs - 1})",
         "model choice and any early stopping use validation only; test is reported, never chosen on",
         "confusion matrix of run 0's student: run0/confusion_test.png; curves: curves_student.png",
     ]
+    if "audio" in kinds and config.teacher_audio.model.name == "tiny-random":
+        notes.append(
+            "audio teacher: a RANDOMLY INITIALISED tiny AST (the AudioSet AST cannot be "
+            "downloaded offline), trained from scratch on this data's speech; expect it near chance"
+        )
     report_path = os.path.join(workdir, "report.md")
     report.write_markdown(
         report_path, rows, models, classes, title=f"3M-Health student on {ds.name}", notes=notes
     )
-    summary = report.summarize(rows, "student", classes)
     print(f"report: {report_path}")
     return {
-        "data": ds.summary(),
-        **summary,
+        "data": summary,
+        **report.summarize(rows, "student", classes),
         "teachers": {k: report.summarize(rows, k, classes) for k in kinds},
         "report": report_path,
         "results_csv": os.path.join(workdir, "results.csv"),

@@ -45,7 +45,8 @@ def _metrics(loss: jax.Array, logits: jax.Array, batch: dict) -> dict:
     mask = batch["mask"].astype(jnp.float32)
     local_loss, count = _masked_mean(loss, mask)
     metrics = {"loss": lax.psum(local_loss, AXIS), "count": count}
-    if "label" in batch and logits.ndim == 2:
+    # Accuracy only for one class index per example (multi-hot targets have no argmax match).
+    if "label" in batch and logits.ndim == 2 and batch["label"].ndim == 1:
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         metrics["accuracy"] = lax.psum(_masked_mean(correct, mask)[0], AXIS)
     return metrics
