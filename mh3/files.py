@@ -8,7 +8,8 @@ on POSIX file systems.
 import json
 import os
 import tempfile
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 def atomic_write(path: str, write: Callable[[str], None]) -> None:

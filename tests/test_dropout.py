@@ -34,7 +34,9 @@ def test_keep_mask_is_a_function_of_the_key():
     a = transformer.keep_mask(typed, (1000,), 0.3)
     np.testing.assert_array_equal(a, transformer.keep_mask(typed, (1000,), 0.3))
     np.testing.assert_array_equal(a, transformer.keep_mask(legacy, (1000,), 0.3))
-    np.testing.assert_array_equal(a, jax.jit(transformer.keep_mask, static_argnums=(1, 2))(typed, (1000,), 0.3))
+    np.testing.assert_array_equal(
+        a, jax.jit(transformer.keep_mask, static_argnums=(1, 2))(typed, (1000,), 0.3)
+    )
 
 
 def test_dropout_module_scales_and_passes_through():
@@ -46,7 +48,9 @@ def test_dropout_module_scales_and_passes_through():
     assert abs(y.mean() - 1.0) < 0.03  # inverted dropout keeps the expectation
     np.testing.assert_array_equal(layer.apply({}, x, deterministic=True), x)
     np.testing.assert_array_equal(transformer.Dropout(0.0).apply({}, x, deterministic=False), x)
-    assert not np.asarray(transformer.Dropout(1.0).apply({}, x, deterministic=False, rngs=rngs)).any()
+    assert not np.asarray(
+        transformer.Dropout(1.0).apply({}, x, deterministic=False, rngs=rngs)
+    ).any()
 
 
 def test_bert_training_forward_uses_the_dropout_rng():
@@ -55,11 +59,16 @@ def test_bert_training_forward_uses_the_dropout_rng():
         intermediate_size=37, max_position_embeddings=64, num_labels=3,
     )  # fmt: skip
     model = BertClassifier(config)
-    inputs = {"input_ids": jnp.arange(2 * 16).reshape(2, 16) % 99, "attention_mask": jnp.ones((2, 16))}
+    inputs = {
+        "input_ids": jnp.arange(2 * 16).reshape(2, 16) % 99,
+        "attention_mask": jnp.ones((2, 16)),
+    }
     params = model.init(jax.random.key(0), inputs)["params"]
 
     def logits(seed, train=True):
-        out, _ = model.apply({"params": params}, inputs, train=train, rngs={"dropout": jax.random.key(seed)})
+        out, _ = model.apply(
+            {"params": params}, inputs, train=train, rngs={"dropout": jax.random.key(seed)}
+        )
         return np.asarray(out)
 
     np.testing.assert_array_equal(logits(1), logits(1))

@@ -87,7 +87,9 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
     a pure function of the key and the shape, so dropout keys derived from (seed, step) keep
     runs resumable and reproducible.
     """
-    words = jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    words = (
+        jax.random.key_data(key) if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    )
     words = words.reshape(-1).astype(jnp.uint32)
     seed = jnp.uint32(0x9E3779B9)
     for w in words:  # 2 (threefry) or 4 (rbg) words -> two 32-bit seeds
@@ -97,7 +99,9 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
     for n in shape:
         size *= n
     if size >= 2**32:
-        raise ValueError(f"dropout over {size} elements: more than the 2**32 a uint32 counter covers")
+        raise ValueError(
+            f"dropout over {size} elements: more than the 2**32 a uint32 counter covers"
+        )
     index = lax.iota(jnp.uint32, size).reshape(shape)
     bits = _mix32(_mix32(index ^ seed) + seed2)
     threshold = jnp.uint32(min(round(rate * 2**32), 2**32 - 1))

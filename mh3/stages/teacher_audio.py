@@ -21,7 +21,6 @@ from mh3.audio import features as feats
 from mh3.audio import teacher
 from mh3.errors import UserError
 from mh3.train import export, loop, optim, parallel, steps
-from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 
 
@@ -169,17 +168,12 @@ def run(config, workdir: str) -> dict:
     }
     if tts_results is not None:
         results["tts_workdir"] = tts_results["workdir"]
-    for split in ("val", "test"):
-        if not len(rows[split]):
-            continue
-        out = loop.evaluate(pstate, p_eval, split_batches(split, False), classes)
-        results[split] = {k: v for k, v in out.items() if k not in ("logits", "labels", "mask")}
-        png = os.path.join(workdir, f"confusion_{split}.png")
-        metrics_lib.plot_confusion(out["confusion_matrix"], classes, png, f"{split} ({ds.name})")
-        results[split]["confusion_png"] = png
-        logging.info(
-            "%s: accuracy %.4f f1_weighted %.4f", split, out["accuracy"], out["f1_weighted"]
+    sizes = {s: len(rows[s]) for s in ("val", "test")}
+    results.update(
+        loop.report_splits(
+            pstate, p_eval, lambda s: split_batches(s, False), sizes, classes, workdir, ds.name
         )
+    )
     params_dir = os.path.join(workdir, "params")
     if parallel.process_index() == 0:
         teacher.save_audio_teacher(

@@ -22,7 +22,6 @@ from absl import logging
 from mh3 import data, stages
 from mh3.models import emotion
 from mh3.train import loop, optim, parallel, steps
-from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 from mh3.weights import mmemog
 
@@ -121,23 +120,13 @@ def run(config, workdir: str) -> dict:
     pstate = parallel.replicate(state)
     p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=table_loss))
     results = {"data": prep.dataset.summary()}
-    for split in ("val", "test"):
-        if not len(prep.encoded[split].ids):
-            continue
-        out = loop.evaluate(pstate, p_eval, batches(split, train=False), classes)
-        results[split] = {k: v for k, v in out.items() if k not in ("logits", "labels", "mask")}
-        metrics_lib.plot_confusion(
-            results[split]["confusion_matrix"],
-            classes,
-            os.path.join(workdir, f"confusion_{split}.png"),
-            f"emotion teacher, {split}",
+    sizes = {s: len(prep.encoded[s].ids) for s in ("val", "test")}
+    results.update(
+        loop.report_splits(
+            pstate, p_eval, lambda s: batches(s, train=False), sizes, classes, workdir,
+            f"emotion teacher, {prep.dataset.name}",
         )
-        logging.info(
-            "%s: accuracy %.4f f1_weighted %.4f",
-            split,
-            results[split]["accuracy"],
-            results[split]["f1_weighted"],
-        )
+    )  # fmt: skip
 
     params_dir = os.path.join(workdir, "params")
     tokenizer_dir = os.path.join(workdir, "tokenizer")

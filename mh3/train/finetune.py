@@ -9,7 +9,6 @@ also passes `extra_inputs` to attach each example's cached teacher logits to its
 """
 
 import functools
-import os
 from collections.abc import Callable, Iterator
 
 import jax
@@ -18,7 +17,6 @@ from absl import logging
 from mh3 import data, weights
 from mh3.errors import UserError
 from mh3.train import export, loop, optim, parallel, steps
-from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 
 
@@ -114,15 +112,10 @@ def train_text_classifier(
     p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=steps.classification_loss))
     pstate = parallel.replicate(final)
     results = {"data": ds.summary(), "max_len": prep.max_len, "history": history}
-    for split in ("val", "test"):
-        if not len(prep.encoded[split].labels):
-            continue
-        out = loop.evaluate(pstate, p_eval, split_batches(split, False), classes)
-        results[split] = {k: v for k, v in out.items() if k not in ("logits", "labels", "mask")}
-        png = os.path.join(workdir, f"confusion_{split}.png")
-        metrics_lib.plot_confusion(out["confusion_matrix"], classes, png, f"{split} ({ds.name})")
-        results[split]["confusion_png"] = png
-        logging.info(
-            "%s: accuracy %.4f f1_weighted %.4f", split, out["accuracy"], out["f1_weighted"]
+    sizes = {s: len(prep.encoded[s].labels) for s in ("val", "test")}
+    results.update(
+        loop.report_splits(
+            pstate, p_eval, lambda s: split_batches(s, False), sizes, classes, workdir, ds.name
         )
+    )
     return model, final, results

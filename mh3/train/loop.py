@@ -79,6 +79,32 @@ def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None
     return result
 
 
+def report_splits(
+    pstate, p_eval: Callable, batches: Callable, sizes: dict, class_names, workdir: str, title: str
+) -> dict:
+    """Held-out results of a trained model: val and test metrics (every metrics_lib value, no
+    per-row arrays), a confusion-matrix PNG per split, and one log line each.
+
+    Args:
+      batches: split name -> eval batches of that split.
+      sizes: split name -> number of examples; an empty split is left out.
+      title: what the PNG titles name (e.g. the dataset).
+    """
+    results = {}
+    for split in ("val", "test"):
+        if not sizes.get(split):
+            continue
+        out = evaluate(pstate, p_eval, batches(split), class_names)
+        results[split] = {k: v for k, v in out.items() if k not in ("logits", "labels", "mask")}
+        png = os.path.join(workdir, f"confusion_{split}.png")
+        metrics_lib.plot_confusion(out["confusion_matrix"], class_names, png, f"{split} ({title})")
+        results[split]["confusion_png"] = png
+        logging.info(
+            "%s: accuracy %.4f f1_weighted %.4f", split, out["accuracy"], out["f1_weighted"]
+        )
+    return results
+
+
 def _better(metric: str, new: float, old: float | None) -> bool:
     if old is None:
         return True
