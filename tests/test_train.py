@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
+from mh3.errors import UserError
 from mh3.train import loop, optim, parallel, steps
 from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
@@ -141,6 +142,20 @@ def test_adam_l2_matches_torch_adam_weight_decay():
         tw.grad = torch.tensor(g)
         topt.step()
     np.testing.assert_allclose(np.asarray(params["w"]), tw.detach().numpy(), atol=1e-6)
+
+
+def test_warmup_ratio_is_a_fraction_of_the_run():
+    cfg = optim.default_config()
+    cfg.update(schedule="warmup_linear", learning_rate=1.0, warmup_ratio=0.25)
+    lr = optim.schedule(cfg, 40)  # 10 warm-up steps, then 30 of linear decay
+    np.testing.assert_allclose(
+        [lr(0), lr(5), lr(10), lr(25), lr(40)], [0, 0.5, 1, 0.5, 0], atol=1e-6
+    )
+    cfg.warmup_steps = 4  # an explicit step count wins
+    np.testing.assert_allclose(optim.schedule(cfg, 40)(4), 1.0, atol=1e-6)
+    cfg.update(warmup_steps=0, warmup_ratio=1.5)
+    with pytest.raises(UserError, match="warmup_ratio"):
+        optim.schedule(cfg, 40)
 
 
 def test_adamw_mask_skips_biases_and_norm_scales():

@@ -31,6 +31,8 @@ def schedule(optim, total_steps: int) -> optax.Schedule:
     if optim.schedule == "constant":
         return optax.constant_schedule(lr)
     if optim.schedule == "warmup_linear":
+        if not 0.0 <= optim.warmup_ratio <= 1.0:
+            raise UserError(f"config optim.warmup_ratio={optim.warmup_ratio}; use 0..1")
         warmup = optim.warmup_steps or round(optim.warmup_ratio * total_steps)
         warmup = min(warmup, total_steps)
         return optax.join_schedules(
