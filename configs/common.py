@@ -109,3 +109,48 @@ def data_config(dataset: str, protocol: str, smoke: bool) -> ml_collections.Conf
     data.bucket_multiple = 8  # bucket lengths are multiples of this (or max_len)
     data.group_batches = 50  # training: sort by length within windows of this many batches
     return data
+
+
+def text_finetune(config: ml_collections.ConfigDict, model: str, dataset: str) -> None:
+    """Sets the `model`, `optim` and `train` blocks of a BERT-family fine-tune (the recipe in
+    mh3.train.finetune, shared by the text teacher and the student) to the clean protocol's
+    values. Callers put the paper's values on top, then call `text_finetune_smoke`."""
+    from mh3.train import optim
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = model
+    # Overrides applied to the pretrained model; 0 / "" / -1.0 keep the checkpoint's value.
+    config.model.num_hidden_layers = 0
+    config.model.num_attention_heads = 0
+    config.model.hidden_act = ""
+    config.model.hidden_dropout_prob = -1.0  # also the classifier dropout, as in HF BERT
+    config.model.compute_dtype = "float32"  # or bfloat16
+
+    # MiniLM-sized checkpoints like a larger rate than BERT-base; warm-up steadies the start.
+    config.optim = optim.default_config()
+    config.optim.update(
+        name="adamw", learning_rate=8e-5, weight_decay=0.01, schedule="warmup_linear",
+        warmup_ratio=0.1, clip_norm=1.0,
+    )  # fmt: skip
+
+    config.train = ml_collections.ConfigDict()
+    # The demo has 216 training posts (7 steps an epoch): 3 epochs would barely move MiniLM.
+    config.train.epochs = 10 if dataset == "demo" else 3
+    config.train.num_steps = 0  # 0 = epochs decide
+    config.train.model_choice = "best_val"
+    config.train.select_metric = "f1_weighted"
+    config.train.early_stop_patience = 0
+    config.train.checkpoint_every_steps = 200
+    config.train.max_to_keep = 2
+    config.train.log_every_steps = 10
+    # The PRNG behind the dropout keys. mh3's Dropout hashes its masks from the key, so the
+    # choice does not change the speed (README, Performance); rbg keeps earlier runs' keys.
+    config.train.prng_impl = "rbg"
+
+
+def text_finetune_smoke(config: ml_collections.ConfigDict) -> None:
+    """Tiny settings for a `text_finetune` config: one layer, 3 steps, batches of 8."""
+    config.model.num_hidden_layers = 1
+    config.train.update(epochs=1, num_steps=3, log_every_steps=1, checkpoint_every_steps=2)
+    config.optim.warmup_steps = 1
+    config.data.batch_size = config.data.eval_batch_size = 8

@@ -74,14 +74,7 @@ def get_config(arg=None):
     config.teacher_workdir = ""  # '' = <workdir>/teachers
     config.predict_batch_size = 8 if args.smoke else 64  # teachers' soft-label pass
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = student_model
-    # Overrides of the pretrained student; 0 / "" / -1.0 keep the checkpoint's value.
-    config.model.num_hidden_layers = 0
-    config.model.num_attention_heads = 0
-    config.model.hidden_act = ""
-    config.model.hidden_dropout_prob = -1.0
-    config.model.compute_dtype = "float32"
+    common.text_finetune(config, student_model, args.dataset)
 
     config.kd = ml_collections.ConfigDict()
     config.kd.ce_weight = 1.0
@@ -91,30 +84,15 @@ def get_config(arg=None):
     config.kd.reduction = "paper" if paper else "batchmean"
     config.kd.teacher_weights = ()  # one per teacher in `teachers` order; () = equal
 
-    config.optim = optim.default_config()
-    config.train = ml_collections.ConfigDict()
-    # The demo has 216 training posts (7 steps an epoch): 3 epochs would barely move MiniLM.
-    config.train.epochs = 10 if args.dataset == "demo" else 3
-    config.train.num_steps = 0
-    config.train.model_choice = "last" if paper else "best_val"
-    config.train.select_metric = "loss" if paper else "f1_weighted"
-    config.train.early_stop_patience = 0
-    config.train.checkpoint_every_steps = 200
-    config.train.max_to_keep = 2
-    config.train.log_every_steps = 10
-    config.train.prng_impl = "rbg"
     if paper:
         # SPEC: best T+E+A student on SDCNL (the only student row the paper gives).
         config.model.update(
             num_hidden_layers=12, num_attention_heads=12, hidden_act="gelu",
             hidden_dropout_prob=0.05,
         )  # fmt: skip
+        config.optim = optim.default_config()  # the notebooks' plain Adam, no schedule or clipping
         config.optim.update(name="adam_l2", learning_rate=5e-5, weight_decay=0.01)
-    else:
-        config.optim.update(
-            name="adamw", learning_rate=8e-5, weight_decay=0.01, schedule="warmup_linear",
-            warmup_ratio=0.1, clip_norm=1.0,
-        )  # fmt: skip
+        config.train.update(model_choice="last", select_metric="loss")
 
     sub_args = f"dataset={args.dataset},protocol={args.protocol}" + (",smoke" if args.smoke else "")
     if "text" in kinds:
@@ -136,8 +114,5 @@ def get_config(arg=None):
         )
 
     if args.smoke:
-        config.model.num_hidden_layers = 1
-        config.train.update(epochs=1, num_steps=3, log_every_steps=1, checkpoint_every_steps=2)
-        config.optim.warmup_steps = 1
-        config.data.batch_size = config.data.eval_batch_size = 8
+        common.text_finetune_smoke(config)
     return config

@@ -12,8 +12,6 @@ optimizer, relu forced, last epoch kept), smoke (tiny data, one layer, a few ste
 Every key is set here; change any with --config.KEY=VALUE.
 """
 
-import ml_collections
-
 from configs import common
 from mh3.train import optim
 
@@ -34,30 +32,7 @@ def get_config(arg: str | None = None):
     config.data = common.data_config(args.dataset, args.protocol, args.smoke)
     config.data.tokenizer = args.model  # the teacher's own tokenizer
 
-    config.model = ml_collections.ConfigDict()
-    config.model.name = args.model
-    # Overrides applied to the pretrained model; 0 / "" / -1.0 keep the checkpoint's value.
-    config.model.num_hidden_layers = 0
-    config.model.num_attention_heads = 0
-    config.model.hidden_act = ""
-    config.model.hidden_dropout_prob = -1.0  # also the classifier dropout, as in HF BERT
-    config.model.compute_dtype = "float32"  # or bfloat16
-
-    config.optim = optim.default_config()
-    config.train = ml_collections.ConfigDict()
-    # The demo has 216 training posts (7 steps an epoch): 3 epochs would barely move MiniLM.
-    config.train.epochs = 10 if args.dataset == "demo" else 3
-    config.train.num_steps = 0  # 0 = epochs decide
-    config.train.model_choice = "best_val"
-    config.train.select_metric = "f1_weighted"
-    config.train.early_stop_patience = 0
-    config.train.checkpoint_every_steps = 200
-    config.train.max_to_keep = 2
-    config.train.log_every_steps = 10
-    # The PRNG behind the dropout keys. mh3's Dropout hashes its masks from the key, so the
-    # choice no longer changes the speed (README, Performance); rbg is kept for reproducibility
-    # of earlier runs.
-    config.train.prng_impl = "rbg"
+    common.text_finetune(config, args.model, args.dataset)
 
     if args.protocol == "paper":
         dropout, wd, lr, epochs, layers, heads, batch = PAPER.get(args.dataset, PAPER["sdcnl"])
@@ -65,18 +40,10 @@ def get_config(arg: str | None = None):
         config.model.num_attention_heads = heads
         config.model.hidden_act = "relu"  # SPEC quirk: forced on BERT/RoBERTa
         config.model.hidden_dropout_prob = dropout
+        config.optim = optim.default_config()  # the notebooks' plain Adam, no schedule or clipping
         config.optim.update(name="adam_l2", learning_rate=lr, weight_decay=wd)
         config.train.update(epochs=epochs, model_choice="last", select_metric="loss")
         config.data.batch_size = config.data.eval_batch_size = batch
-    else:
-        # MiniLM-sized checkpoints like a larger rate than BERT-base; warm-up steadies the start.
-        config.optim.update(
-            name="adamw", learning_rate=8e-5, weight_decay=0.01, schedule="warmup_linear",
-            warmup_ratio=0.1, clip_norm=1.0,
-        )  # fmt: skip
     if args.smoke:
-        config.model.num_hidden_layers = 1
-        config.train.update(epochs=1, num_steps=3, log_every_steps=1, checkpoint_every_steps=2)
-        config.optim.warmup_steps = 1
-        config.data.batch_size = config.data.eval_batch_size = 8
+        common.text_finetune_smoke(config)
     return config

@@ -15,6 +15,7 @@ float32 whatever the compute dtype, because bf16 loses too much there.
 """
 
 import functools
+import math
 from typing import Any
 
 import flax.linen as nn
@@ -95,9 +96,7 @@ def keep_mask(key: jax.Array, shape: tuple[int, ...], rate: float) -> jax.Array:
     for w in words:  # 2 (threefry) or 4 (rbg) words -> two 32-bit seeds
         seed = _mix32(seed ^ w)
     seed2 = _mix32(seed ^ jnp.uint32(0x85EBCA6B))
-    size = 1
-    for n in shape:
-        size *= n
+    size = math.prod(shape)
     if size >= 2**32:
         raise ValueError(
             f"dropout over {size} elements: more than the 2**32 a uint32 counter covers"
