@@ -64,7 +64,10 @@ def summarize(rows: list[dict], model: str, classes) -> dict:
 def write_markdown(
     path: str, rows: list[dict], models: list[str], classes, *, title: str, notes: list[str]
 ) -> None:
-    """report.md: one mean ± std table per split, models as rows, metrics as columns."""
+    """report.md: one mean ± std table per split, models as rows, metrics as columns.
+
+    A model with a single run gets its plain values (no ± column entry).
+    """
     keys = [*METRICS[:3], *(f"f1_{c}" for c in classes)]
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes]
@@ -76,7 +79,12 @@ def write_markdown(
             s = summarize(rows, model, classes)
             if split not in s:
                 continue
-            cells = [f"{100 * s[split][k]:.2f} ± {100 * s[f'{split}_std'][k]:.2f}" for k in keys]
+            if s[split]["runs"] > 1:
+                cells = [
+                    f"{100 * s[split][k]:.2f} ± {100 * s[f'{split}_std'][k]:.2f}" for k in keys
+                ]
+            else:  # a spread over one run does not exist; "± 0.00" would claim it does
+                cells = [f"{100 * s[split][k]:.2f}" for k in keys]
             lines.append(f"| {model} | {s[split]['runs']} | " + " | ".join(cells) + " |")
     lines.append("")
     files.atomic_write(path, lambda tmp: open(tmp, "w").write("\n".join(lines)))
