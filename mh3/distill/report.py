@@ -79,12 +79,13 @@ def write_markdown(
             s = summarize(rows, model, classes)
             if split not in s:
                 continue
-            if s[split]["runs"] > 1:
-                cells = [
-                    f"{100 * s[split][k]:.2f} ± {100 * s[f'{split}_std'][k]:.2f}" for k in keys
-                ]
-            else:  # a spread over one run does not exist; "± 0.00" would claim it does
-                cells = [f"{100 * s[split][k]:.2f}" for k in keys]
+            # A spread over one run does not exist; "± 0.00" would claim it does.
+            spread = s[split]["runs"] > 1
+            cells = [
+                f"{100 * s[split][k]:.2f}"
+                + (f" ± {100 * s[f'{split}_std'][k]:.2f}" if spread else "")
+                for k in keys
+            ]
             lines.append(f"| {model} | {s[split]['runs']} | " + " | ".join(cells) + " |")
     lines.append("")
     files.atomic_write(path, lambda tmp: open(tmp, "w").write("\n".join(lines)))
