@@ -1,4 +1,4 @@
-"""HF checkpoint folders -> Flax modules and params (`from_hf`), and vocabulary growth.
+"""HF checkpoint folders <-> Flax modules and params (`from_hf`, `save_hf`), vocabulary growth.
 
 `from_hf` reads `config.json` and `model.safetensors` (with `safetensors.numpy`, no torch) or
 `pytorch_model.bin` (torch), picks the model family from `model_type`, applies overrides the way
@@ -10,11 +10,17 @@ initialised from `seed`. Anything else that does not fit raises a UserError list
 Leaf rules (PyTorch -> Flax): Linear `weight` -> `kernel` transposed; Conv2d `weight` -> `kernel`
 (out, in, h, w) -> (h, w, in, out); LayerNorm `weight` -> `scale`; Embedding `weight` ->
 `embedding`; `bias` -> `bias`.
+
+`save_hf` is the way back: a folder that HF's `from_pretrained` loads as the matching
+*ForSequenceClassification / ASTForAudioClassification with nothing missing or unexpected, and
+that `from_hf` reads back to the same params bit for bit. Names come from the family's `hf_key`,
+checked against its `rename` for every tensor, and layouts from the inverse of the leaf rules.
 """
 
 import json
 import os
 import re
+from collections.abc import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +28,7 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
+from mh3 import files
 from mh3.errors import UserError
 from mh3.weights import ast as ast_family
 from mh3.weights import bert as bert_family
@@ -81,19 +88,34 @@ def read_config(folder: str) -> dict:
     return hf
 
 
+# Conv2d weight (out, in, h, w) -> Flax kernel (h, w, in, out); save_hf uses the inverse.
+_CONV_TO_FLAX = (2, 3, 1, 0)
+# Flax leaf names that HF calls `weight` (Linear/Conv, LayerNorm, Embedding).
+_WEIGHT_LEAVES = ("kernel", "scale", "embedding")
+
+
 def _to_flax(tensor: np.ndarray, leaf: str) -> np.ndarray:
     if leaf == "kernel" and tensor.ndim == 2:
         return tensor.T
     if leaf == "kernel" and tensor.ndim == 4:
-        return tensor.transpose(2, 3, 1, 0)
+        return tensor.transpose(_CONV_TO_FLAX)
     return tensor
+
+
+def _to_hf(value: np.ndarray, leaf: str) -> np.ndarray:
+    """Undoes `_to_flax`, contiguous as safetensors needs."""
+    if leaf == "kernel" and value.ndim == 2:
+        value = value.T
+    elif leaf == "kernel" and value.ndim == 4:
+        value = value.transpose(np.argsort(_CONV_TO_FLAX))
+    return np.ascontiguousarray(value)
 
 
 def _leaf(path: tuple[str, ...], target: dict) -> tuple[str, ...]:
     """Resolves an HF leaf name (`weight`/`bias`) against the module's parameter tree."""
     if path[-1] != "weight":
         return path
-    for leaf in ("kernel", "scale", "embedding"):
+    for leaf in _WEIGHT_LEAVES:
         if path[:-1] + (leaf,) in target:
             return path[:-1] + (leaf,)
     return path
@@ -195,6 +217,83 @@ def from_hf(
     return model, params
 
 
+def save_hf(folder: str, model, params, *, id2label: Mapping[int, str] | Sequence[str]) -> None:
+    """Writes a classifier as an HF `save_pretrained` folder: config.json + model.safetensors.
+
+    `transformers.AutoModelForSequenceClassification.from_pretrained(folder)` (BERT, RoBERTa,
+    DistilBERT) or `ASTForAudioClassification.from_pretrained(folder)` then gives the logits of
+    `model.apply({'params': params}, batch, train=False)`, and `from_hf(folder)` gives back the
+    same settings and params. Tensors are float32 whatever the compute dtype (params are float32;
+    bf16 is only the compute dtype). Each file is written atomically, the weights first, so a
+    config.json never sits next to weights from another save.
+
+    Args:
+      folder: where to write (created if needed); other files in it are left alone.
+      model: a module from `from_hf` (after `grow_vocab`, if the vocabulary grew).
+      params: its params, `{'params': ...}` unwrapped.
+      id2label: the class names, as a list in label order or a dict label index -> name; one
+        per output of the head.
+
+    Raises:
+      ValueError: a model without a head, class names that do not match the head, params that
+        do not fit the model, settings HF cannot express, or a folder holding other weights
+        (sharded or .bin) that loaders would read instead of ours.
+    """
+    family = next((f for f in FAMILIES.values() if isinstance(model, f.MODULE)), None)
+    if family is None:
+        raise ValueError(f"save_hf: no HF family for {type(model).__name__}")
+    config = model.config
+    names = dict(enumerate(id2label)) if not isinstance(id2label, Mapping) else dict(id2label)
+    if config.num_labels == 0:
+        raise ValueError("save_hf writes classifiers; this model has no classification head")
+    if sorted(names) != list(range(config.num_labels)) or len(set(names.values())) != len(names):
+        raise ValueError(
+            f"id2label {names} must name each of the head's {config.num_labels} outputs "
+            "(labels 0..n-1) with a distinct name"
+        )
+    for other in ("model.safetensors.index.json", "pytorch_model.bin"):
+        if os.path.exists(os.path.join(folder, other)):
+            raise ValueError(
+                f"{folder} holds {other}, which loaders would read instead of the weights "
+                "written here; pass a new folder"
+            )
+
+    shapes = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), family.example_batch(config)))
+    target = {p: s.shape for p, s in traverse_util.flatten_dict(shapes["params"]).items()}
+    flat = traverse_util.flatten_dict(params)
+    got = {p: np.shape(v) for p, v in flat.items()}
+    wrong = [
+        f"{'/'.join(p)}: {got.get(p)} (model: {target.get(p)})"
+        for p in sorted(set(got) | set(target))
+        if got.get(p) != target.get(p)
+    ]
+    if wrong:
+        raise ValueError(f"params do not fit the model ({config}): {wrong}")
+
+    tensors = {}
+    for path, value in flat.items():
+        hf_path = path[:-1] + ("weight",) if path[-1] in _WEIGHT_LEAVES else path
+        key = family.hf_key(hf_path, config)
+        # The written name must read back to this very parameter: checks hf_key against rename.
+        back = family.rename(key)
+        if back is None or _leaf(back, target) != path:
+            raise RuntimeError(f"{family.__name__}: {'/'.join(path)} -> {key} -> {back}")
+        tensors[key] = _to_hf(np.asarray(value, np.float32), path[-1])
+
+    labels = {"id2label": names, "label2id": {name: i for i, name in names.items()}}
+    hf = family.hf_config(config, **labels, dtype="float32")
+    # HF's own JSON form of the config (every key of the class, with its defaults).
+    hf_dict = json.loads(hf.to_json_string(use_diff=False))
+
+    from safetensors.numpy import save_file
+
+    # "pt": the tensors are in PyTorch's layout; HF loaders check this metadata.
+    write_weights = lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
+    files.atomic_write(os.path.join(folder, "model.safetensors"), write_weights)
+    files.write_json(os.path.join(folder, "config.json"), hf_dict)
+    logging.info("wrote %s (%d tensors, %s)", folder, len(tensors), hf.architectures[0])
+
+
 def grow_vocab(model, params, new_vocab_size: int, *, seed: int):
     """Adds word-embedding rows for tokens added to a tokenizer.
 
@@ -219,4 +318,4 @@ def grow_vocab(model, params, new_vocab_size: int, *, seed: int):
     return model, params
 
 
-__all__ = ["from_hf", "grow_vocab", "read_config", "read_tensors", "resolve_checkpoint"]
+__all__ = ["from_hf", "grow_vocab", "read_config", "read_tensors", "resolve_checkpoint", "save_hf"]

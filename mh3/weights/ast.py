@@ -1,8 +1,10 @@
-"""HF Audio Spectrogram Transformer checkpoints -> mh3.models.ast settings and parameter names.
+"""HF Audio Spectrogram Transformer checkpoints <-> mh3.models.ast settings and parameter names.
 
 Two tensor-name schemes are read: the one of the published checkpoints (transformers 4,
 `encoder.layer.N.attention.attention.query`, `intermediate.dense`, ...) and the one
-transformers 5 writes (`layers.N.attention.q_proj`, `mlp.fc1`, ...).
+transformers 5 writes (`layers.N.attention.q_proj`, `mlp.fc1`, ...). `hf_key` writes the
+first: our module uses those names, and both transformers 4 and 5 load them (5 renames them on
+load, as it does for the published checkpoints).
 
 `max_length` (frames) sets the patch grid and so the size of the position table. When it
 differs from the checkpoint's, the `position_table` option says what the table becomes:
@@ -23,6 +25,8 @@ from mh3.errors import UserError
 from mh3.models.ast import ASTClassifier, ASTConfig
 
 MODEL_TYPES = ("audio-spectrogram-transformer",)
+MODULE = ASTClassifier
+ARCHITECTURE = "ASTForAudioClassification"
 HEADS = ("classifier",)
 POSITION_TABLES = ("resample", "zeros")
 
@@ -132,6 +136,30 @@ def rename(key: str) -> tuple[str, ...] | None:
         key = re.sub(pattern, repl, key)
     key = re.sub(r"\blayer\.(\d+)\.", r"layer_\1.", key)
     return tuple(key.split("."))
+
+
+def hf_key(path: tuple[str, ...], config: ASTConfig) -> str:
+    """Our parameter path (leaf already `weight`/`bias`) -> the HF tensor name; undoes `rename`.
+
+    `rename` maps the transformers 4 names onto ours unchanged but for the layer index, so
+    undoing it is that index and the base-model prefix (the head sits outside the base model).
+    """
+    key = re.sub(r"\blayer_(\d+)\.", r"layer.\1.", ".".join(path))
+    return key if path[0] in HEADS else f"audio_spectrogram_transformer.{key}"
+
+
+def hf_config(config: ASTConfig, **extra):
+    """Our settings -> `transformers.ASTConfig` for ASTForAudioClassification; inverts `make_config`.
+
+    `max_length` is the one the params were built for, so HF sizes the position table (one row
+    per patch of the `max_length` x `num_mel_bins` grid, plus two) exactly as ours, also after a
+    `max_length` override resampled or zeroed it. `extra` (`id2label`, `label2id`, `dtype`) goes
+    to the config as is.
+    """
+    import transformers  # config classes only; deferred because the import is slow
+
+    fields = {k: getattr(config, k) for k in _FIELDS}
+    return transformers.ASTConfig(**fields, qkv_bias=True, **extra, architectures=[ARCHITECTURE])
 
 
 def build(config: ASTConfig, dtype=jnp.float32) -> ASTClassifier:

@@ -1,8 +1,10 @@
-"""HF BERT / RoBERTa / DistilBERT checkpoints -> mh3.models.bert settings and parameter names.
+"""HF BERT / RoBERTa / DistilBERT checkpoints <-> mh3.models.bert settings and parameter names.
 
 A family module for `mh3.weights.from_hf` provides: `MODEL_TYPES`, `OVERRIDES`, `HEADS`,
 `make_config`, `strip_prefix`, `rename`, `build`, `example_batch` and, when a checkpoint tensor
 may need reshaping for the requested settings, `adapt_tensors` (see mh3/weights/ast.py).
+For `mh3.weights.save_hf` it also provides the way back: `MODULE`, `hf_config` (our settings ->
+an HF config) and `hf_key` (our parameter path -> HF tensor name, the inverse of `rename`).
 """
 
 import re
@@ -13,6 +15,7 @@ from mh3.errors import UserError
 from mh3.models.bert import BertClassifier, BertConfig
 
 MODEL_TYPES = ("bert", "roberta", "distilbert")
+MODULE = BertClassifier
 
 # Top-level modules of the head; these may be (re-)initialised when the checkpoint lacks them
 # or holds one for a different number of labels.
@@ -64,18 +67,29 @@ _BERT_KEYS = (
 )
 _SHARED_DISTIL_KEYS = ("vocab_size", "max_position_embeddings", "pad_token_id", "initializer_range")
 
-# DistilBERT module names -> the BERT names our module uses.
-_DISTIL_RENAMES = [
-    (r"^transformer\.layer\.", "encoder.layer."),
-    (r"\.attention\.q_lin\.", ".attention.self.query."),
-    (r"\.attention\.k_lin\.", ".attention.self.key."),
-    (r"\.attention\.v_lin\.", ".attention.self.value."),
-    (r"\.attention\.out_lin\.", ".attention.output.dense."),
-    (r"\.sa_layer_norm\.", ".attention.output.LayerNorm."),
-    (r"\.ffn\.lin1\.", ".intermediate.dense."),
-    (r"\.ffn\.lin2\.", ".output.dense."),
-    (r"\.output_layer_norm\.", ".output.LayerNorm."),
-]
+# DistilBERT module names -> the BERT names our module uses. Literal name pieces, one-to-one, so
+# the same table renames both ways (`_swap`): reading and writing cannot drift apart.
+_DISTIL_NAMES = {
+    "transformer.layer.": "encoder.layer.",
+    ".attention.q_lin.": ".attention.self.query.",
+    ".attention.k_lin.": ".attention.self.key.",
+    ".attention.v_lin.": ".attention.self.value.",
+    ".attention.out_lin.": ".attention.output.dense.",
+    ".sa_layer_norm.": ".attention.output.LayerNorm.",
+    ".ffn.lin1.": ".intermediate.dense.",
+    ".ffn.lin2.": ".output.dense.",
+    ".output_layer_norm.": ".output.LayerNorm.",
+}
+# Modules of HF's *ForSequenceClassification that sit outside the base model, so their tensor
+# names carry no `bert.`/`roberta.`/`distilbert.` prefix (BERT's pooler is inside the base).
+_TASK_MODULES = ("classifier", "pre_classifier")
+ARCHITECTURES = {
+    "bert": "BertForSequenceClassification",
+    "roberta": "RobertaForSequenceClassification",
+    "distilbert": "DistilBertForSequenceClassification",
+}
+# HF's DistilBERT hard-codes its LayerNorm epsilon; config.json has no key for it.
+_DISTIL_LAYER_NORM_EPS = 1e-12
 
 # Tensors that are not parameters of a classifier: buffers and pre-training heads (MLM, NSP).
 _DROPPED = re.compile(
@@ -133,10 +147,63 @@ def rename(key: str) -> tuple[str, ...] | None:
     if _DROPPED.search(key):
         return None
     if key.startswith("transformer."):
-        for pattern, repl in _DISTIL_RENAMES:
-            key = re.sub(pattern, repl, key)
+        key = _swap(key, _DISTIL_NAMES)
     key = re.sub(r"\blayer\.(\d+)\.", r"layer_\1.", key)
     return tuple(key.split("."))
+
+
+def hf_key(path: tuple[str, ...], config: BertConfig) -> str:
+    """Our parameter path (leaf already `weight`/`bias`) -> the HF tensor name; undoes `rename`."""
+    key = re.sub(r"\blayer_(\d+)\.", r"layer.\1.", ".".join(path))
+    if config.family == "distilbert":
+        key = _swap(key, {ours: theirs for theirs, ours in _DISTIL_NAMES.items()})
+    return key if path[0] in _TASK_MODULES else f"{config.family}.{key}"
+
+
+def _swap(key: str, names: dict[str, str]) -> str:
+    """Replaces each name piece of `names` found in `key` in one left-to-right pass.
+
+    One pass, longest piece first where two start at the same place, so a piece that is part of
+    another (`.output.dense.` in `.attention.output.dense.`) is never renamed twice.
+    """
+    pieces = sorted(names, key=len, reverse=True)
+    return re.sub("|".join(map(re.escape, pieces)), lambda m: names[m.group()], key)
+
+
+def hf_config(config: BertConfig, **extra):
+    """Our settings -> the `transformers` config of the matching *ForSequenceClassification.
+
+    Inverts `make_config`: every setting that changes the forward pass is written (DistilBERT's
+    under its own key names); `extra` (`id2label`, `label2id`, `dtype`) goes to the config as is.
+
+    Raises:
+      ValueError: settings HF's model of this family cannot express (a BERT head without a
+        pooler, a RoBERTa or DistilBERT pooler, DistilBERT token types or LayerNorm epsilon).
+    """
+    import transformers  # config classes only; deferred because the import is slow
+
+    family = config.family
+    if config.pooler != (family == "bert"):
+        raise ValueError(
+            f"{family} classifier with pooler={config.pooler}: HF's "
+            f"{ARCHITECTURES[family]} has {'a' if family == 'bert' else 'no'} pooler"
+        )
+    if family == "distilbert":
+        if config.type_vocab_size or config.layer_norm_eps != _DISTIL_LAYER_NORM_EPS:
+            raise ValueError(
+                f"DistilBERT with type_vocab_size={config.type_vocab_size}, "
+                f"layer_norm_eps={config.layer_norm_eps}: HF's DistilBERT has no token types "
+                f"and a fixed epsilon {_DISTIL_LAYER_NORM_EPS}"
+            )
+        fields = {theirs: getattr(config, ours) for theirs, ours in _DISTIL_KEYS.items()}
+        fields.update({k: getattr(config, k) for k in _SHARED_DISTIL_KEYS})
+        # HF's DistilBERT takes the head dropout as a number; ours may say "same as hidden".
+        fields["seq_classif_dropout"] = config.head_dropout
+        config_class = transformers.DistilBertConfig
+    else:
+        fields = {k: getattr(config, k) for k in _BERT_KEYS}
+        config_class = transformers.BertConfig if family == "bert" else transformers.RobertaConfig
+    return config_class(**fields, **extra, architectures=[ARCHITECTURES[family]])
 
 
 def strip_prefix(key: str) -> str:
