@@ -14,7 +14,7 @@ import pytest
 from sklearn import metrics as skm
 
 from mh3.errors import UserError
-from mh3.train import loop, optim, parallel, steps
+from mh3.train import checkpoints, loop, optim, parallel, steps
 from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 
@@ -90,6 +90,7 @@ def run_fit(workdir, cfg, *, dropout=0.1, nan_at=None, stop_after=None, n_batche
         val_batches=lambda: make_batches(8, 99, n_batches=2),
         train_config=cfg,
         workdir=str(workdir),
+        fingerprint=checkpoints.fingerprint(cfg, dropout=dropout, **optim_kw),
         class_names=["a", "b", "c"],
     )
 
@@ -204,7 +205,9 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path):
     full, full_hist = run_fit(tmp_path / "full", cfg, n_batches=4)
     with pytest.raises(KeyboardInterrupt):
         run_fit(tmp_path / "resumed", cfg, n_batches=4, stop_after=7)  # killed in epoch 2
-    saved = sorted(int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir())
+    saved = sorted(
+        int(p.name) for p in (tmp_path / "resumed" / "checkpoints").iterdir() if p.name.isdigit()
+    )
     assert 4 < saved[-1] < 8  # the rerun really starts inside the second epoch
     resumed, hist = run_fit(tmp_path / "resumed", cfg, n_batches=4)
     assert int(resumed.step) == 8
@@ -215,6 +218,18 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path):
     assert steps_logged == [
         json.loads(x)["step"] for x in open(tmp_path / "full" / "metrics.jsonl")
     ]
+
+
+def test_a_rerun_with_another_learning_rate_does_not_resume(tmp_path):
+    # Killed mid-run at lr 1e-2, then rerun at lr 0.1: the old checkpoints must not be used.
+    cfg = train_config(checkpoint_every_steps=1)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(tmp_path / "a", cfg, stop_after=4, lr=1e-2)
+    rerun, _ = run_fit(tmp_path / "a", cfg, lr=0.1)
+    fresh, _ = run_fit(tmp_path / "b", cfg, lr=0.1)
+    np.testing.assert_array_equal(_flat(rerun.params), _flat(fresh.params))
+    old = tmp_path / "a" / checkpoints.SUPERSEDED
+    assert 0 < max(int(p.name) for p in old.iterdir() if p.name.isdigit()) < 6  # kept aside
 
 
 def test_best_val_and_early_stop(tmp_path):
@@ -232,8 +247,6 @@ def test_nan_loss_stops_with_a_clear_message_and_a_good_checkpoint(tmp_path):
     cfg = train_config(checkpoint_every_steps=2)
     with pytest.raises(loop.NonFiniteLoss, match="NaN/inf at step 5.*checkpoint: step 4"):
         run_fit(tmp_path, cfg, nan_at=4)
-    from mh3.train import checkpoints
-
     restored, _, _ = checkpoints.Checkpoints(str(tmp_path), max_to_keep=3, keep_best=False).restore(
         new_state()
     )

@@ -23,7 +23,7 @@ from sklearn import metrics as skm
 from mh3 import data
 from mh3.data import lexicon as lexicon_lib
 from mh3.models.bert import BertClassifier, BertConfig
-from mh3.train import loop, optim, parallel, steps
+from mh3.train import checkpoints, loop, optim, parallel, steps
 from mh3.train import state as state_lib
 from mh3.weights import mmemog
 
@@ -151,6 +151,7 @@ def run(config, workdir: str) -> dict:
         val_batches=(lambda: batches("val", train=False)) if has_val else None,
         train_config=config.train,
         workdir=workdir,
+        fingerprint=checkpoints.fingerprint(config),
     )
 
     pstate = parallel.replicate(state)

@@ -13,6 +13,7 @@ continues where it stopped. Selection uses validation only; test is only reporte
 """
 
 import copy
+import hashlib
 import os
 
 import numpy as np
@@ -21,7 +22,7 @@ from absl import logging
 from mh3 import data, files, stages
 from mh3.distill import losses, report, teachers
 from mh3.errors import UserError
-from mh3.train import export, finetune
+from mh3.train import checkpoints, export, finetune
 
 # Data keys that define which examples exist and how they are split: every teacher must agree
 # with the student on them. (Tokenizer and batch sizes stay each teacher's own.)
@@ -74,7 +75,6 @@ def run(config, workdir: str) -> dict:
     classes = list(ds.classes)
     teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
     cache_dir = os.path.join(workdir, "soft_labels")
-    key = stages.config_hash(config)
     rows, notes = [], []
     if ds.synthetic:
         notes.append("data: the embedded demo dataset is SYNTHETIC (our own generated posts)")
@@ -102,10 +102,12 @@ def run(config, workdir: str) -> dict:
             )
         run_dir = os.path.join(workdir, f"run{r}")
         done = os.path.join(run_dir, "run.json")
+        fp = _run_fingerprint(config, seed, logits)
+        key = checkpoints.fingerprint_hash(fp)
         if os.path.exists(done) and files.read_json(done).get("config_hash") == key:
             result = files.read_json(done)
         else:
-            result = _train_student(config, run_dir, prep, seed, logits, weights)
+            result = _train_student(config, run_dir, prep, seed, logits, weights, fp)
             result["config_hash"] = key
             files.write_json(done, result)
         rows += report.rows_for(r, seed, "student", result, classes)
@@ -149,7 +151,19 @@ def run(config, workdir: str) -> dict:
     }
 
 
-def _train_student(config, run_dir, prep, seed, logits, weights) -> dict:
+def _run_fingerprint(config, seed: int, logits: list) -> dict:
+    """What one student run depends on: the config with this run's seed (not `runs`, so adding
+    runs keeps the finished ones) and the teacher logits it learns from."""
+    cfg = config.to_dict()
+    del cfg["runs"]
+    cfg["seed"] = seed
+    digest = hashlib.sha256()
+    for x in logits:
+        digest.update(np.ascontiguousarray(x, np.float32).tobytes())
+    return checkpoints.fingerprint(cfg, teacher_logits=digest.hexdigest()[:16])
+
+
+def _train_student(config, run_dir, prep, seed, logits, weights, fp) -> dict:
     """Fine-tunes the student of one run against the stacked teacher logits."""
     cfg = copy.deepcopy(config)
     cfg.unlock()
@@ -167,6 +181,7 @@ def _train_student(config, run_dir, prep, seed, logits, weights) -> dict:
         prep,
         loss_fn=losses.make_student_loss(config.kd, weights),
         extra_inputs=attach,
+        fingerprint=fp,
     )
     params_dir = os.path.join(run_dir, "params")
     export.save_text_teacher(

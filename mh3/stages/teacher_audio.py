@@ -20,7 +20,7 @@ from mh3 import data, stages, weights
 from mh3.audio import features as feats
 from mh3.audio import teacher
 from mh3.errors import UserError
-from mh3.train import export, loop, optim, parallel, steps
+from mh3.train import checkpoints, export, loop, optim, parallel, steps
 from mh3.train import state as state_lib
 
 
@@ -152,6 +152,7 @@ def run(config, workdir: str) -> dict:
         val_batches=(lambda: split_batches("val", False)) if len(rows["val"]) else None,
         train_config=config.train,
         workdir=workdir,
+        fingerprint=checkpoints.fingerprint(config),
         class_names=classes,
     )
 

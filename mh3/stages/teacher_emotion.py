@@ -21,7 +21,7 @@ from absl import logging
 
 from mh3 import data, stages
 from mh3.models import emotion
-from mh3.train import loop, optim, parallel, steps
+from mh3.train import checkpoints, loop, optim, parallel, steps
 from mh3.train import state as state_lib
 from mh3.weights import mmemog
 
@@ -114,6 +114,7 @@ def run(config, workdir: str) -> dict:
         val_batches=(lambda: batches("val", train=False)) if has_val else None,
         train_config=config.train,
         workdir=workdir,
+        fingerprint=checkpoints.fingerprint(config),
         class_names=classes,
     )
 

@@ -5,23 +5,117 @@ One `CheckpointManager` per run in `<workdir>/checkpoints/`. Each checkpoint is 
 validation history; JSON) and, when the run keeps its best-validation model, `best` (those
 params). Restore targets are built with `jax.eval_shape` from a freshly initialised state, so
 restoring never allocates twice and a shape mismatch fails loudly.
+
+Checkpoints are bound to the run that made them. `checkpoints/mh3_run.json` records the run's
+fingerprint: the resolved config minus the keys that cannot change the trained parameters
+(`NOT_TRAINING`), plus whatever else the caller names as input (e.g. a digest of the student's
+teacher logits). A rerun with another fingerprint never resumes from them: it starts fresh,
+after moving the old folder to `checkpoints.superseded/` (one generation is kept, so a mistyped
+flag loses nothing; the next change replaces it) and logging one warning that names the keys
+that differ. Resuming silently would give old parameters under the new config's name, and
+refusing would stop the student pipeline, whose teacher workdirs are reused across configs.
 """
 
+import hashlib
+import json
 import os
+import shutil
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
+from mh3 import files
+from mh3.train import parallel
 from mh3.train import state as state_lib
+
+BINDING = "mh3_run.json"
+SUPERSEDED = "checkpoints.superseded"
+# Dotted config keys that only decide how a run is logged or saved, never what it computes.
+NOT_TRAINING = ("train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep")
+
+
+def _flatten(tree, prefix: str = "") -> dict:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out = {}
+    for key, value in tree.items():
+        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def fingerprint(config, **inputs) -> dict:
+    """What a checkpoint is bound to: the flat config without NOT_TRAINING keys, plus `inputs`.
+
+    Args:
+      config: the run's ConfigDict (or a plain nested dict).
+      **inputs: other things the run's result depends on, as JSON values (e.g. digests).
+    """
+    tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    flat = {k: v for k, v in _flatten(tree).items() if k not in NOT_TRAINING}
+    flat.update(_flatten(inputs, "inputs"))
+    # Round-trip through JSON so tuples and lists compare equal with what is read back.
+    return json.loads(json.dumps(flat, sort_keys=True, default=str))
+
+
+def fingerprint_hash(fp: dict) -> str:
+    """A short stable digest of a `fingerprint`."""
+    return hashlib.sha256(json.dumps(fp, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def differences(old: dict, new: dict, limit: int = 6) -> str:
+    """`key old -> new` for each key whose value differs, e.g. `seed 0 -> 7`."""
+    keys = sorted(
+        k for k in old.keys() | new.keys() if old.get(k, "<unset>") != new.get(k, "<unset>")
+    )
+    parts = [f"{k} {old.get(k, '<unset>')!r} -> {new.get(k, '<unset>')!r}" for k in keys[:limit]]
+    if len(keys) > limit:
+        parts.append(f"and {len(keys) - limit} more")
+    return ", ".join(parts)
+
+
+def _bind(directory: str, fp: dict) -> None:
+    """Makes `directory` hold only checkpoints of the run `fp` describes (module docstring)."""
+    record = os.path.join(directory, BINDING)
+    if os.path.isdir(directory) and os.listdir(directory):
+        try:
+            old = files.read_json(record)["fingerprint"]
+        except (OSError, ValueError, KeyError, TypeError):
+            old = None
+        if old == fp:
+            return
+        why = (
+            f"the config changed: {differences(old, fp)}"
+            if old is not None
+            else "they carry no record of the config that made them (older mh3)"
+        )
+        stash = os.path.join(os.path.dirname(directory), SUPERSEDED)
+        shutil.rmtree(stash, ignore_errors=True)
+        os.replace(directory, stash)
+        logging.warning(
+            "not resuming from the checkpoints in %s: %s; starting fresh (old ones moved to %s)",
+            directory, why, stash,
+        )  # fmt: skip
+    files.write_json(record, {"fingerprint_hash": fingerprint_hash(fp), "fingerprint": fp})
 
 
 class Checkpoints:
     """Saves and restores host copies of a TrainState (see module docstring)."""
 
-    def __init__(self, workdir: str, *, max_to_keep: int, keep_best: bool):
+    def __init__(self, workdir: str, *, max_to_keep: int, keep_best: bool, fp: dict | None = None):
+        """Opens `<workdir>/checkpoints`.
+
+        Args:
+          fp: the run's `fingerprint`; checkpoints of any other run are moved aside first.
+            None opens the folder as it is (to read a checkpoint back, not to train).
+        """
         self.directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
         self.keep_best = keep_best
+        if fp is not None:
+            if parallel.process_index() == 0:
+                _bind(self.directory, fp)
+            parallel.sync("mh3-checkpoints-bound")
         self._manager = ocp.CheckpointManager(
             self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep)
         )

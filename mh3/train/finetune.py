@@ -16,7 +16,7 @@ from absl import logging
 
 from mh3 import data, weights
 from mh3.errors import UserError
-from mh3.train import export, loop, optim, parallel, steps
+from mh3.train import checkpoints, export, loop, optim, parallel, steps
 from mh3.train import state as state_lib
 
 
@@ -48,6 +48,7 @@ def train_text_classifier(
     *,
     loss_fn: Callable = steps.classification_loss,
     extra_inputs: Callable[[dict], dict] | None = None,
+    fingerprint: dict | None = None,
 ):
     """Fine-tunes `config.model.name` on `prep` and evaluates it on val and test.
 
@@ -57,6 +58,8 @@ def train_text_classifier(
       prep: the prepared data (its tokenizer decides the vocabulary growth).
       loss_fn: a per-example loss for mh3.train.steps.
       extra_inputs: batch -> batch, applied to every host batch (e.g. adds teacher logits).
+      fingerprint: what the checkpoints are bound to (mh3.train.checkpoints.fingerprint);
+        default: `config` alone.
 
     Returns:
       (model, final host TrainState, results dict with `history`, `val`, `test`).
@@ -105,6 +108,7 @@ def train_text_classifier(
         else None,
         train_config=config.train,
         workdir=workdir,
+        fingerprint=fingerprint or checkpoints.fingerprint(config),
         class_names=classes,
     )
 

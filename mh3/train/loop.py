@@ -138,6 +138,7 @@ def fit(
     val_batches: Callable[[], Iterable[dict]] | None,
     train_config,
     workdir: str,
+    fingerprint: dict,
     class_names: Sequence[str] | None = None,
 ) -> tuple[state_lib.TrainState, list[dict]]:
     """Trains `state`, resuming from `<workdir>/checkpoints` when it holds a checkpoint.
@@ -151,6 +152,8 @@ def fit(
       val_batches: () -> validation batches, or None for no validation.
       train_config: the `config.train` block (keys in the module docstring).
       workdir: run folder for checkpoints/ and metrics.jsonl.
+      fingerprint: what the run is (mh3.train.checkpoints.fingerprint of its config and
+        inputs); checkpoints made by another fingerprint are never resumed from.
       class_names: enables classification metrics in validation records.
 
     Returns:
@@ -166,7 +169,9 @@ def fit(
     if keep_best and val_batches is None:
         raise UserError("config train.model_choice=best_val needs a validation split")
     total_steps = cfg.num_steps or cfg.epochs * steps_per_epoch
-    ckpt = checkpoints.Checkpoints(workdir, max_to_keep=cfg.max_to_keep, keep_best=keep_best)
+    ckpt = checkpoints.Checkpoints(
+        workdir, max_to_keep=cfg.max_to_keep, keep_best=keep_best, fp=fingerprint
+    )
     loop = {"history": [], "best_score": None, "best_epoch": None, "stopped": False}
     best = None
     if ckpt.latest_step() is not None:

@@ -59,6 +59,15 @@ def process_count() -> int:
     return jax.process_count()
 
 
+def sync(name: str) -> None:
+    """Waits until every process reaches the barrier `name` (no-op with one process); used
+    after process 0 alone has changed files that all processes then read."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
+
+
 def device_count() -> int:
     """Devices this process feeds (pmap runs over them)."""
     return jax.local_device_count()
