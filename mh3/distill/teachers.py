@@ -9,56 +9,18 @@ deterministic in eval mode, so the cached targets are exactly the per-batch ones
 computed on the fly.
 """
 
-import functools
 import hashlib
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
 from mh3 import data, files
 from mh3.errors import UserError
-from mh3.train import export, parallel
+from mh3.train import export, loop
 
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
-
-
-def _forward(variables, batch, *, apply_fn, input_keys):
-    inputs = {k: batch[k] for k in input_keys if k in batch}
-    logits, _ = apply_fn(variables, inputs, train=False)
-    return logits.astype(jnp.float32)
-
-
-def logits_by_index(
-    apply_fn: Callable,
-    variables: dict,
-    batches: Iterable[dict],
-    n: int,
-    input_keys: tuple[str, ...],
-) -> np.ndarray:
-    """Runs a model over eval batches and returns (n, C) logits indexed by `batch['index']`.
-
-    Rows with `mask == 0` (padding) are dropped. Every index in [0, n) must be covered.
-    """
-    forward = parallel.pmap(functools.partial(_forward, apply_fn=apply_fn, input_keys=input_keys))
-    replicated = parallel.replicate(variables)
-    pending, hosts = [], []
-    for batch, host in parallel.prefetch(batches):
-        pending.append(forward(replicated, batch))
-        hosts.append(host)
-    out = None
-    for logits, host in zip(parallel.to_host(pending), hosts, strict=True):
-        logits = logits.reshape(-1, logits.shape[-1])
-        if out is None:
-            out = np.full((n, logits.shape[-1]), np.nan, np.float32)
-        keep = np.asarray(host["mask"]) > 0
-        out[np.asarray(host["index"])[keep]] = logits[keep]
-    if out is None or np.isnan(out).any():
-        missing = n if out is None else int(np.isnan(out).any(axis=1).sum())
-        raise ValueError(f"{missing} of {n} examples got no prediction")
-    return out
 
 
 def predict_text(folder: str, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
@@ -70,7 +32,7 @@ def predict_text(folder: str, dataset: data.Dataset, *, batch_size: int) -> np.n
     batches = data.batches(
         encoded, batch_size, pad_id=tokenizer.pad_id, train=False, buckets=buckets
     )
-    return logits_by_index(
+    return loop.predict_logits(
         model.apply, {"params": params}, batches, len(dataset.examples), TEXT_INPUTS
     )
 
@@ -142,7 +104,9 @@ def predict_emotion(results: dict, dataset: data.Dataset, *, batch_size: int) ->
     encoded = data.encode(tokenizer, dataset.examples, model.max_length)
     # No buckets: the MLP reads the whole flattened (max_length x dim) sequence.
     batches = data.batches(encoded, batch_size, pad_id=tokenizer.pad_id, train=False)
-    return logits_by_index(model.apply, variables, batches, len(dataset.examples), ("input_ids",))
+    return loop.predict_logits(
+        model.apply, variables, batches, len(dataset.examples), ("input_ids",)
+    )
 
 
 def predict_text_results(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:

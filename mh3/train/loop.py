@@ -24,6 +24,7 @@ import os
 import time
 from collections.abc import Callable, Iterable, Sequence
 
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from tqdm import tqdm
@@ -45,18 +46,24 @@ def early_stop(val_losses: Sequence[float], patience: int) -> bool:
     return min(val_losses[-patience:]) > min(val_losses[:-patience])
 
 
+# The per-row arrays of `evaluate`'s result (everything else in it is a metric).
+PER_ROW = ("logits", "labels", "mask", "index")
+
+
 def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None) -> dict:
     """Loss over a split and, with `class_names`, every mh3.train.metrics value.
 
     Returns:
-      dict with `loss`, and `logits`, `labels`, `mask` (host arrays, padding rows included)
-      plus the classification metrics when class_names is given.
+      dict with `loss`, and the PER_ROW host arrays `logits`, `labels`, `mask`, `index`
+      (padding rows included; index -1 where batches carry none) plus the classification
+      metrics when class_names is given.
     """
-    logits, labels, masks, losses, counts = [], [], [], [], []
+    logits, labels, masks, index, losses, counts = [], [], [], [], [], []
     pending = []
     for batch, host in parallel.prefetch(batches):
         labels.append(np.asarray(host["label"]))
         masks.append(np.asarray(host["mask"]))
+        index.append(np.asarray(host.get("index", np.full(len(host["mask"]), -1))))
         pending.append(p_eval(pstate, batch))
     for out in parallel.to_host(pending):
         logit = out["logits"]
@@ -69,6 +76,7 @@ def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None
         "logits": np.concatenate(logits),
         "labels": np.concatenate(labels),
         "mask": np.concatenate(masks),
+        "index": np.concatenate(index),
     }
     if class_names is not None:
         result.update(
@@ -82,7 +90,7 @@ def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None
 def report_splits(
     pstate, p_eval: Callable, batches: Callable, sizes: dict, class_names, workdir: str, title: str
 ) -> dict:
-    """Held-out results of a trained model: val and test metrics (every metrics_lib value, no
+    """(Being replaced by mh3.train.recipe.held_out.) Held-out results of a trained model: val and test metrics (every metrics_lib value, no
     per-row arrays), a confusion-matrix PNG per split, and one log line each.
 
     Args:
@@ -95,7 +103,7 @@ def report_splits(
         if not sizes.get(split):
             continue
         out = evaluate(pstate, p_eval, batches(split), class_names)
-        results[split] = {k: v for k, v in out.items() if k not in ("logits", "labels", "mask")}
+        results[split] = {k: v for k, v in out.items() if k not in PER_ROW}
         png = os.path.join(workdir, f"confusion_{split}.png")
         metrics_lib.plot_confusion(out["confusion_matrix"], class_names, png, f"{split} ({title})")
         results[split]["confusion_png"] = png
@@ -103,6 +111,42 @@ def report_splits(
             "%s: accuracy %.4f f1_weighted %.4f", split, out["accuracy"], out["f1_weighted"]
         )
     return results
+
+
+def _forward(variables, batch, *, apply_fn, input_keys):
+    inputs = {k: batch[k] for k in input_keys if k in batch}
+    logits, _ = apply_fn(variables, inputs, train=False)
+    return logits.astype(jnp.float32)
+
+
+def predict_logits(
+    apply_fn: Callable,
+    variables: dict,
+    batches: Iterable[dict],
+    n: int,
+    input_keys: tuple[str, ...],
+) -> np.ndarray:
+    """Runs a model over eval batches and returns (n, C) logits indexed by `batch['index']`.
+
+    Rows with `mask == 0` (padding) are dropped. Every index in [0, n) must be covered.
+    """
+    forward = parallel.pmap(functools.partial(_forward, apply_fn=apply_fn, input_keys=input_keys))
+    replicated = parallel.replicate(variables)
+    pending, hosts = [], []
+    for batch, host in parallel.prefetch(batches):
+        pending.append(forward(replicated, batch))
+        hosts.append(host)
+    out = None
+    for logits, host in zip(parallel.to_host(pending), hosts, strict=True):
+        logits = logits.reshape(-1, logits.shape[-1])
+        if out is None:
+            out = np.full((n, logits.shape[-1]), np.nan, np.float32)
+        keep = np.asarray(host["mask"]) > 0
+        out[np.asarray(host["index"])[keep]] = logits[keep]
+    if out is None or np.isnan(out).any():
+        missing = n if out is None else int(np.isnan(out).any(axis=1).sum())
+        raise ValueError(f"{missing} of {n} examples got no prediction")
+    return out
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -261,7 +305,7 @@ def fit(
             host_state = parallel.unreplicate(pstate)
             if val_batches is not None:
                 val = evaluate(pstate, p_eval, val_batches(), class_names)
-                record = {k: v for k, v in val.items() if k not in ("logits", "labels", "mask")}
+                record = {k: v for k, v in val.items() if k not in PER_ROW}
                 record.update(step=step, epoch=epoch, split="val")
                 log.write(record)
                 loop["history"].append(
