@@ -1,5 +1,7 @@
 """The student pipeline: cached teacher soft labels, and a killed pipeline that resumes exactly."""
 
+import functools
+import json
 import os
 import signal
 import subprocess
@@ -28,12 +30,16 @@ def test_cached_soft_labels_equal_per_batch_forward(tiny_bert, demo, tmp_path):
     model, params = from_hf(tiny_bert, num_labels=len(demo.classes), seed=1)
     model, params = grow_vocab(model, params, tok.vocab_size, seed=1)
     folder = str(tmp_path / "teacher")
-    export.save_text_teacher(folder, model, params, tok, classes=demo.classes, max_len=24)
+    save = functools.partial(
+        export.save_text_model, folder, model, tokenizer=tok, classes=demo.classes, max_len=24,
+        protocol="clean", data_fingerprint=demo.fingerprint,
+    )  # fmt: skip
+    save(params=params)
     calls = []
 
     def predict():
         calls.append(1)
-        return teachers.predict_text(folder, demo, batch_size=8)
+        return teachers.predict_text({"model": folder}, demo, batch_size=8)
 
     cache = str(tmp_path / "soft_labels")
     logits = teachers.soft_labels("text", folder, demo, predict, cache)
@@ -53,7 +59,7 @@ def test_cached_soft_labels_equal_per_batch_forward(tiny_bert, demo, tmp_path):
     np.testing.assert_array_equal(teachers.soft_labels("text", folder, demo, fail, cache), logits)
     # New teacher parameters -> a new cache entry, computed again.
     params["classifier"]["bias"] = params["classifier"]["bias"] + 1.0
-    export.save_text_teacher(folder, model, params, tok, classes=demo.classes, max_len=24)
+    save(params=params)
     shifted = teachers.soft_labels("text", folder, demo, predict, cache)
     assert calls == [1, 1] and np.allclose(shifted, logits + 1.0, atol=1e-5)
 
@@ -84,15 +90,52 @@ def run_until(args, path, timeout=300):
     return killed
 
 
-def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, tmp_path):
+@pytest.fixture(scope="module")
+def whole(tiny_bert, tmp_path_factory):
+    """A finished smoke pipeline (text + emotion teachers, tiny student), never interrupted."""
+    workdir = tmp_path_factory.mktemp("student") / "whole"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    whole = tmp_path / "whole"
     done = subprocess.run(
-        pipeline_args(tiny_bert, whole), cwd=ROOT, env=env, capture_output=True, text=True,
+        pipeline_args(tiny_bert, workdir), cwd=ROOT, env=env, capture_output=True, text=True,
         timeout=600,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "report: " in done.stdout
+    return workdir
+
+
+def test_saved_student_loads_in_transformers_with_mh3s_probabilities(whole, demo):
+    import torch
+    import transformers as hf
+
+    import mh3
+
+    folder = whole / "run0" / "model"
+    predictor = mh3.load(str(folder))
+    meta = json.loads((folder / "mh3.json").read_text())
+    assert meta["kind"] == "text" and list(predictor.classes) == list(demo.classes)
+    raw = [e.raw for e in demo.split("test")]
+    ours = predictor.predict(raw)
+
+    model = hf.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    tok = hf.AutoTokenizer.from_pretrained(folder)
+    assert model.config.id2label == dict(enumerate(demo.classes))
+    assert len(tok) == model.config.vocab_size  # the added tokens came along
+    # HF users preprocess with mh3.data.preprocess, as training did (mh3.json says so).
+    enc = tok([data.preprocess(t) for t in raw], padding=True, truncation=True, return_tensors="pt")
+    with torch.no_grad():
+        theirs = torch.softmax(model(**enc).logits, -1).numpy()
+    diff = float(np.abs(theirs - ours).max())
+    assert diff <= 1e-4, diff
+    # The recipe's per-example test predictions are the same probabilities, by example index.
+    lines = (whole / "run0" / "predictions_test.csv").read_text().splitlines()
+    assert lines[0].split(",")[:4] == ["index", "id", "label", "predicted"]
+    written = np.array([[float(x) for x in line.split(",")[4:]] for line in lines[1:]])
+    np.testing.assert_allclose(written, ours, atol=1e-5)
+
+
+def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, whole, tmp_path):
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
 
     killed = tmp_path / "killed"
     args = pipeline_args(tiny_bert, killed)

@@ -5,12 +5,11 @@ import os
 import subprocess
 import sys
 
-import jax
 import numpy as np
 
+import mh3
 from configs import teacher_text
 from mh3 import data
-from mh3.train import export
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -32,23 +31,17 @@ def test_smoke_run_exports_a_teacher_that_reproduces_its_test_metrics(tmp_path):
     assert (workdir / "confusion_test.png").read_bytes()[:4] == b"\x89PNG"
     assert [json.loads(x)["split"] for x in open(workdir / "metrics.jsonl")].count("val") == 1
 
-    model, params, tok, meta = export.load_text_teacher(str(workdir / "params"))
-    assert meta["classes"] == results["data"]["classes"]
+    predictor = mh3.load(str(workdir / "model"))
+    assert list(predictor.classes) == results["data"]["classes"]
+    tok = predictor.tokenizer
     assert tok.num_added > 0  # _USER_/_URL_/emoji tokens survive the round trip
-    assert params["embeddings"]["word_embeddings"]["embedding"].shape[0] == tok.vocab_size
+    assert predictor.params["embeddings"]["word_embeddings"]["embedding"].shape[0] == tok.vocab_size
 
+    # Raw test posts through mh3.load reproduce the stage's test accuracy.
     config = teacher_text.get_config("smoke")
-    prep = data.prepare(config.data, tokenizer=tok)
-    enc = prep.encoded["test"]
-    logits, labels = [], []
-    for batch in prep.batches("test", 8, train=False):
-        inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        out, _ = jax.jit(model.apply)({"params": params}, inputs)
-        keep = batch["mask"] > 0
-        logits.append(np.asarray(out)[keep])
-        labels.append(batch["label"][keep])
-    accuracy = np.mean(np.concatenate(logits).argmax(-1) == np.concatenate(labels))
-    assert len(np.concatenate(labels)) == len(enc.labels)
+    test = data.load_dataset(config.data).split("test")
+    probs = predictor.predict([e.raw for e in test])
+    accuracy = np.mean(probs.argmax(-1) == np.array([e.label for e in test]))
     assert accuracy == results["test"]["accuracy"]
 
     # The same command again finds the finished stage and does not retrain.

@@ -3,7 +3,7 @@
 A teacher's logits for all examples (train, val and test, in the dataset's global order) are
 computed with a jitted, pmapped forward pass in eval mode and stored under the student's
 workdir in `soft_labels/<teacher>-<key>.npz`, where the key hashes the teacher's exported
-parameters and the dataset's fingerprint: retraining a teacher or changing the data makes a
+saved model folder and the dataset's fingerprint: retraining a teacher or changing the data makes a
 new entry, and a rerun reads the cache instead of running the teacher again. Teachers are
 deterministic in eval mode, so the cached targets are exactly the per-batch ones the notebooks
 computed on the fly.
@@ -16,25 +16,16 @@ from collections.abc import Callable
 import numpy as np
 from absl import logging
 
-from mh3 import data, files
+from mh3 import data, files, saved_model
 from mh3.errors import UserError
-from mh3.train import export, loop
-
-TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+from mh3.train import loop
 
 
-def predict_text(folder: str, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    """(N, C) logits of an exported text teacher (mh3.train.export) for every example."""
-    model, params, tokenizer, meta = export.load_text_teacher(folder)
-    _check_classes(folder, meta["classes"], dataset)
-    encoded = data.encode(tokenizer, dataset.examples, meta["max_len"])
-    buckets = data.bucket_lengths(encoded.lengths, meta["max_len"], 6, 8)
-    batches = data.batches(
-        encoded, batch_size, pad_id=tokenizer.pad_id, train=False, buckets=buckets
-    )
-    return loop.predict_logits(
-        model.apply, {"params": params}, batches, len(dataset.examples), TEXT_INPUTS
-    )
+def predict_text(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
+    """(N, C) logits of a saved text teacher (`results['model']`) for every example."""
+    predictor = saved_model.load(results["model"])
+    predictor.check_classes(dataset.classes, f"dataset {dataset.name}")
+    return predictor.logits_examples(dataset.examples)
 
 
 def _check_classes(folder: str, classes, dataset: data.Dataset) -> None:
@@ -109,10 +100,6 @@ def predict_emotion(results: dict, dataset: data.Dataset, *, batch_size: int) ->
     )
 
 
-def predict_text_results(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    return predict_text(results["params"], dataset, batch_size=batch_size)
-
-
 def predict_audio(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
     from mh3.audio import teacher
 
@@ -120,4 +107,4 @@ def predict_audio(results: dict, dataset: data.Dataset, *, batch_size: int) -> n
 
 
 # Teacher kind -> (stage results, dataset, batch_size) -> (N, C) logits in global order.
-PREDICTORS = {"text": predict_text_results, "emotion": predict_emotion, "audio": predict_audio}
+PREDICTORS = {"text": predict_text, "emotion": predict_emotion, "audio": predict_audio}

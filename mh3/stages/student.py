@@ -22,7 +22,7 @@ from absl import logging
 from mh3 import data, files, stages
 from mh3.distill import losses, report, teachers
 from mh3.errors import UserError
-from mh3.train import checkpoints, export, finetune
+from mh3.train import checkpoints, finetune, recipe
 
 # Data keys that define which examples exist and how they are split: every teacher must agree
 # with the student on them. (Tokenizer and batch sizes stay each teacher's own.)
@@ -92,7 +92,7 @@ def run(config, workdir: str) -> dict:
             logits.append(
                 teachers.soft_labels(
                     name,
-                    res["params"],
+                    res["model"],
                     ds,
                     lambda res=res, predict=predict: predict(
                         res, ds, batch_size=config.predict_batch_size
@@ -164,7 +164,8 @@ def _run_fingerprint(config, seed: int, logits: list) -> dict:
 
 
 def _train_student(config, run_dir, prep, seed, logits, weights, fp) -> dict:
-    """Fine-tunes the student of one run against the stacked teacher logits."""
+    """Fine-tunes, evaluates and saves (`run<r>/model/`) the student of one run against the
+    stacked teacher logits."""
     cfg = copy.deepcopy(config)
     cfg.unlock()
     cfg.seed = seed
@@ -175,18 +176,8 @@ def _train_student(config, run_dir, prep, seed, logits, weights, fp) -> dict:
             batch = dict(batch, teacher_logits=stacked[batch["index"]])
         return batch
 
-    model, final, results = finetune.train_text_classifier(
-        cfg,
-        run_dir,
-        prep,
-        loss_fn=losses.make_student_loss(config.kd, weights),
-        extra_inputs=attach,
-        fingerprint=fp,
-    )
-    params_dir = os.path.join(run_dir, "params")
-    export.save_text_teacher(
-        params_dir, model, final.params, prep.tokenizer, classes=prep.dataset.classes,
-        max_len=prep.max_len,
-    )  # fmt: skip
-    results["params"] = params_dir
-    return results
+    keys = recipe.keys(seed)
+    loss = losses.make_student_loss(config.kd, weights)
+    task = finetune.text_task(cfg, prep, keys, loss_fn=loss, extra_inputs=attach)
+    _, results = recipe.train(cfg, run_dir, task, rng=keys["dropout"], fingerprint=fp)
+    return {"data": prep.dataset.summary(), "max_len": prep.max_len, **results}
