@@ -55,7 +55,13 @@ def read_text(path: str, encoding: str) -> str:
         raise UserError(f"unknown encoding {encoding!r} in data.encoding") from None
 
 
-def read_csv(path: str, columns: list[str], encoding: str) -> list[tuple[str, dict]]:
+# How a missing column is fixed for dataset files; other readers (predict) pass their own.
+COLUMN_HINT = "set the column in --config.data (text_columns, label_column, id_column)"
+
+
+def read_csv(
+    path: str, columns: list[str], encoding: str, hint: str = COLUMN_HINT
+) -> list[tuple[str, dict]]:
     """Rows of a CSV file with a header, as (where, {column: value}) for the named columns.
 
     Columns are found by header name, so files that order their columns differently read the
@@ -72,10 +78,7 @@ def read_csv(path: str, columns: list[str], encoding: str) -> list[tuple[str, di
     missing = [c for c in columns if c not in header]
     if missing:
         shown = ", ".join(h for h in header[:20] if h) + (", ..." if len(header) > 20 else "")
-        raise UserError(
-            f"{path}: no column {missing[0]!r} (columns: {shown}); "
-            "set the column in --config.data (text_columns, label_column, id_column)"
-        )
+        raise UserError(f"{path}: no column {missing[0]!r} (columns: {shown}); {hint}")
     where_col = {c: header.index(c) for c in columns}
     rows = []
     for number, fields in enumerate(reader, start=1):
@@ -90,7 +93,9 @@ def read_csv(path: str, columns: list[str], encoding: str) -> list[tuple[str, di
     return rows
 
 
-def read_jsonl(path: str, columns: list[str], encoding: str) -> list[tuple[str, dict]]:
+def read_jsonl(
+    path: str, columns: list[str], encoding: str, hint: str = COLUMN_HINT
+) -> list[tuple[str, dict]]:
     """Rows of a JSON-lines file (one object per line), like `read_csv`; values become strings.
 
     Raises:
@@ -109,9 +114,6 @@ def read_jsonl(path: str, columns: list[str], encoding: str) -> list[tuple[str, 
             raise UserError(f"{where}: expected a JSON object, got {type(obj).__name__}")
         missing = [c for c in columns if c not in obj]
         if missing:
-            raise UserError(
-                f"{where}: no key {missing[0]!r} (keys: {', '.join(obj)}); "
-                "set the column in --config.data (text_columns, label_column, id_column)"
-            )
+            raise UserError(f"{where}: no key {missing[0]!r} (keys: {', '.join(obj)}); {hint}")
         rows.append((where, {c: "" if obj[c] is None else str(obj[c]) for c in columns}))
     return rows

@@ -28,6 +28,8 @@ STAGES = {
     "teacher_emotion": "mh3.stages.teacher_emotion",
     "teacher_audio": "mh3.stages.teacher_audio",
     "student": "mh3.stages.student",
+    "predict": "mh3.stages.predict",
+    "evaluate": "mh3.stages.evaluate",
 }
 
 

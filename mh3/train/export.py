@@ -10,6 +10,8 @@ A text model's folder (mh3.saved_model, kind `text`) is at once:
   preprocessing, read back by `load_predictor` (what `mh3.load` returns for this kind).
 """
 
+import dataclasses
+
 import jax.numpy as jnp
 import numpy as np
 
@@ -74,7 +76,8 @@ class TextPredictor(saved_model.Predictor):
         return self.logits_examples(examples)
 
     def logits_examples(self, examples) -> np.ndarray:
-        """(N, C) logits of mh3.data examples (already preprocessed), row i = example index i."""
+        """(N, C) logits of mh3.data examples (already preprocessed), in the order given."""
+        examples = [dataclasses.replace(e, index=i) for i, e in enumerate(examples)]
         encoded = data.encode(self.tokenizer, examples, self.max_len)
         buckets = data.bucket_lengths(encoded.lengths, self.max_len, 6, 8)
         batches = data.batches(
