@@ -90,22 +90,67 @@ def test_teacher_table_rows():
         mmemog.teacher_table({"notapiece!!": 0}, w[:1], tokenizer)
 
 
-def test_teacher_export_round_trip(tmp_path):
-    import jax.numpy as jnp
-
+def _saved_teacher(folder: str):
+    """A tiny random emotion teacher over MiniLM's tokenizer, saved to `folder`."""
+    from mh3 import data
     from mh3.models import emotion
 
+    tokenizer = data.build_tokenizer("minilm")  # placeholders added
     model = emotion.EmotionMLP(
-        num_labels=2, vocab_size=5, embed_dim=6, max_length=4, num_layers=2, hidden_size=3
-    )
-    variables = {
-        "params": emotion.init_params(model, seed=0),
-        emotion.TABLE: {"embedding": weights()},
-    }
-    mmemog.save_teacher(str(tmp_path), model, variables, ("no", "yes"))
-    loaded, got, classes = mmemog.load_teacher(str(tmp_path))
-    assert loaded == model and classes == ("no", "yes")
-    batch = {"input_ids": jnp.asarray([[1, 2, 3, 0]], jnp.int32)}
-    np.testing.assert_array_equal(model.apply(variables, batch)[0], loaded.apply(got, batch)[0])
-    with pytest.raises(UserError, match="not an emotion-teacher export"):
-        mmemog.load_teacher(str(tmp_path / "nothing"))
+        num_labels=2, vocab_size=tokenizer.vocab_size, embed_dim=6, max_length=8,
+        num_layers=2, hidden_size=3, pad_token_id=tokenizer.pad_id,
+    )  # fmt: skip
+    table = np.random.RandomState(1).uniform(size=(tokenizer.vocab_size, 6)).astype(np.float32)
+    variables = {"params": emotion.init_params(model, seed=0), emotion.TABLE: {"embedding": table}}
+    mmemog.save_model(
+        folder, variables, model=model, tokenizer=tokenizer, classes=("no", "yes"),
+        protocol="clean", data_fingerprint="f" * 16,
+    )  # fmt: skip
+    return model, variables, tokenizer
+
+
+def test_saved_model_round_trip(tmp_path):
+    """model/ -> mh3.load: the same module, variables, tokenizer and metadata; its logits are
+    the module's on the training-time preprocessing and tokenisation of raw texts."""
+    import jax
+    import jax.numpy as jnp
+
+    import mh3
+    from mh3 import data
+
+    folder = str(tmp_path / "model")
+    model, variables, tokenizer = _saved_teacher(folder)
+    loaded = mh3.load(folder)
+    assert isinstance(loaded, mmemog.EmotionPredictor) and loaded.model == model
+    assert loaded.kind == "emotion" and loaded.classes == ("no", "yes")
+    assert loaded.meta["max_len"] == 8 and loaded.meta["data_fingerprint"] == "f" * 16
+    assert loaded.tokenizer.added == tokenizer.added == ("_URL_", "_EMAIL_", "_USER_")
+    assert loaded.batch_size % jax.local_device_count() == 0
+    jax.tree.map(np.testing.assert_array_equal, loaded.variables, jax.device_get(variables))
+
+    raw = ["Look at https://x.y/z NOW", "i feel sad", "@someone hi", "", "a b c d e f g h i j"]
+    ids = tokenizer.hf(
+        [data.preprocess(t) for t in raw], truncation=True, max_length=8, padding="max_length"
+    )["input_ids"]
+    want, _ = model.apply(variables, {"input_ids": jnp.asarray(ids, jnp.int32)})
+    np.testing.assert_allclose(loaded.logits(raw), want, rtol=1e-6, atol=1e-6)
+    probs = loaded.predict(raw)
+    assert probs.shape == (5, 2) and np.allclose(probs.sum(-1), 1, atol=1e-6)
+    assert loaded.logits([]).shape == (0, 2)
+
+
+def test_saved_model_errors(tmp_path):
+    import mh3
+    from mh3.saved_model import META
+
+    with pytest.raises(UserError, match="not an mh3 saved model"):
+        mh3.load(str(tmp_path))
+    folder = tmp_path / "model"
+    _saved_teacher(str(folder))
+    meta = (folder / META).read_text()
+    (folder / META).write_text(meta.replace('"hidden_size": 3', '"hidden_size": 4'))
+    with pytest.raises(UserError, match="does not fit the model"):
+        mh3.load(str(folder))
+    os.remove(folder / mmemog.VARIABLES)
+    with pytest.raises(UserError, match="missing"):
+        mh3.load(str(folder))

@@ -18,7 +18,6 @@ from absl import logging
 
 from mh3 import data, files, saved_model
 from mh3.errors import UserError
-from mh3.train import loop
 
 
 def predict_text(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
@@ -86,18 +85,12 @@ def soft_labels(
 
 
 def predict_emotion(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    """(N, C) logits of an exported emotion teacher (mh3.weights.mmemog) for every example."""
-    from mh3.weights import mmemog
+    """(N, C) logits of a saved emotion teacher (`results['model']`) for every example."""
+    import mh3
 
-    model, variables, classes = mmemog.load_teacher(results["params"])
-    _check_classes(results["params"], classes, dataset)
-    tokenizer = data.load_tokenizer(results["tokenizer"])
-    encoded = data.encode(tokenizer, dataset.examples, model.max_length)
-    # No buckets: the MLP reads the whole flattened (max_length x dim) sequence.
-    batches = data.batches(encoded, batch_size, pad_id=tokenizer.pad_id, train=False)
-    return loop.predict_logits(
-        model.apply, variables, batches, len(dataset.examples), ("input_ids",)
-    )
+    teacher = mh3.load(results["model"])
+    teacher.check_classes(dataset.classes, f"dataset {dataset.name}")
+    return teacher.logits_examples(dataset.examples)
 
 
 def predict_audio(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:

@@ -5,8 +5,11 @@
 3. The vocabulary rule: pieces seen at least `min_freq` times (documents cut to 512 pieces);
    other pieces become [UNK]. The encoder's vocabulary is exactly this set.
 4. Train a randomly initialised BERT-shaped encoder ([CLS] pooler -> dropout -> linear) with
-   BCE on the targets, validation loss each epoch, early stopping.
-5. Export its word-embedding table as `{vocab_map, weights}` (`table.npz`).
+   BCE on the targets, validation loss each epoch, early stopping: the shared recipe
+   (mh3.train.recipe) does the training and the held-out (multi-label) metrics.
+5. Export its word-embedding table as `{vocab_map, weights}` (`table.npz`), the stage's
+   product, written by process 0 alone. There is no `model/`: the encoder classifies lexicon
+   emotions, not the dataset's classes.
 """
 
 import dataclasses
@@ -23,8 +26,7 @@ from sklearn import metrics as skm
 from mh3 import data
 from mh3.data import lexicon as lexicon_lib
 from mh3.models.bert import BertClassifier, BertConfig
-from mh3.train import checkpoints, loop, optim, parallel, steps
-from mh3.train import state as state_lib
+from mh3.train import parallel, recipe
 from mh3.weights import mmemog
 
 
@@ -53,54 +55,38 @@ def multilabel_metrics(logits: np.ndarray, targets: np.ndarray, labels) -> dict:
     return out
 
 
-def _remapped(encoded, rows: np.ndarray):
-    """The same examples with tokenizer ids turned into vocabulary rows."""
-    return dataclasses.replace(encoded, ids=tuple(rows[ids] for ids in encoded.ids))
+def held_out_metrics(out: dict, labels) -> dict:
+    """`multilabel_metrics` of the real rows of a `loop.evaluate` result (`Task.metrics`)."""
+    real = out["mask"] > 0
+    return multilabel_metrics(out["logits"][real, :, 0], out["labels"][real], labels)
 
 
-def _with_targets(batches, targets: np.ndarray):
-    for batch in batches:
-        # Padding rows have index -1; their targets are masked out of every loss.
-        batch["label"] = targets[np.maximum(batch["index"], 0)]
-        yield batch
+def vocabulary(emotion_cfg, prep: data.Prepared) -> tuple[dict, dict, int]:
+    """The MM-EMOG vocabulary and every split re-encoded in its rows.
 
-
-def run(config, workdir: str) -> dict:
-    # The lexicon first: a bad lexicon file fails before any slow work.
-    lexicon = lexicon_lib.load_lexicon(config.emotion.lexicon, config.emotion.lexicon_format)
-    cfg = config.data
-    dataset = data.load_dataset(cfg)
-    tokenizer = data.build_tokenizer(cfg.tokenizer, dataset, splits=tuple(cfg.added_token_splits))
-    texts = [e.text for e in dataset.examples]
-    targets = lexicon_lib.targets(texts, lexicon)
-    logging.info("lexicon %s: %d entries, labels %s", lexicon.source, len(lexicon), lexicon.labels)
-
-    corpus = [e.text for s in config.emotion.vocab_splits for e in dataset.split(s)]
+    Returns:
+      (vocab_map piece -> row, split -> Encoded whose ids are vocabulary rows, the pad row).
+    """
+    tokenizer = prep.tokenizer.hf
+    corpus = [e.text for s in emotion_cfg.vocab_splits for e in prep.dataset.split(s)]
     vocab_map = lexicon_lib.build_vocab(
-        tokenizer.hf,
-        corpus,
-        max_pieces=config.emotion.max_pieces,
-        min_freq=config.emotion.min_freq,
+        tokenizer, corpus, max_pieces=emotion_cfg.max_pieces, min_freq=emotion_cfg.min_freq
     )
-    rows = lexicon_lib.remap(vocab_map, tokenizer.hf)
-    logging.info("MM-EMOG vocabulary: %d of %d pieces", len(vocab_map), len(tokenizer.hf))
-
-    max_len = data.max_len_for(tokenizer, dataset.split("train"), cfg.max_len)
+    rows = lexicon_lib.remap(vocab_map, tokenizer)
+    logging.info("MM-EMOG vocabulary: %d of %d pieces", len(vocab_map), len(tokenizer))
     encoded = {
-        s: _remapped(data.encode(tokenizer, dataset.split(s), max_len), rows) for s in data.SPLITS
+        s: dataclasses.replace(enc, ids=tuple(rows[ids] for ids in enc.ids))
+        for s, enc in prep.encoded.items()
     }
-    buckets = None
-    if cfg.bucketing:
-        buckets = data.bucket_lengths(
-            encoded["train"].lengths, max_len, cfg.num_buckets, cfg.bucket_multiple
-        )
-    pad = int(rows[tokenizer.pad_id])
+    return vocab_map, encoded, int(rows[prep.tokenizer.pad_id])
 
-    enc = config.encoder
-    model = BertClassifier(
+
+def build_encoder(enc, vocab_size: int, pad_id: int, num_labels: int) -> BertClassifier:
+    """The BERT-shaped encoder of the `encoder` config block, with a [CLS] pooler."""
+    return BertClassifier(
         BertConfig(
             family="bert",
-            vocab_size=len(vocab_map),
+            vocab_size=vocab_size,
             hidden_size=enc.hidden_size,
             num_hidden_layers=enc.num_hidden_layers,
             num_attention_heads=enc.num_attention_heads,
@@ -110,87 +96,85 @@ def run(config, workdir: str) -> dict:
             attention_probs_dropout_prob=enc.attention_probs_dropout_prob,
             classifier_dropout=enc.classifier_dropout,
             max_position_embeddings=enc.max_position_embeddings,
-            pad_token_id=pad,
-            num_labels=len(lexicon.labels),
+            pad_token_id=pad_id,
+            num_labels=num_labels,
             pooler=True,
         )
     )
-    key = jax.random.PRNGKey(config.seed)
+
+
+def split_batches(config, encoded, targets, pad_id, buckets, split, *, train, epoch=0):
+    """This process's batches of one split with multi-hot `label`s (`recipe.Task.batches`)."""
+    batches = data.batches(
+        encoded[split],
+        config.data.batch_size if train else config.data.eval_batch_size,
+        pad_id=pad_id,
+        train=train,
+        seed=config.seed,
+        epoch=epoch,
+        buckets=buckets,
+        group_batches=config.data.group_batches,
+        process_index=parallel.process_index(),
+        process_count=parallel.process_count(),
+    )
+    for batch in batches:
+        # Padding rows have index -1; their targets are masked out of every loss.
+        batch["label"] = targets[np.maximum(batch["index"], 0)]
+        yield batch
+
+
+def emotion_report(lexicon, targets, encoded: dict, vocab_size: int, tokenizer_size: int) -> dict:
+    """The `emotion` block of results.json: the lexicon task and its positive rates."""
+    rates = {
+        s: dict(zip(lexicon.labels, np.round(targets[enc.index].mean(0), 4).tolist(), strict=True))
+        for s, enc in encoded.items()
+        if len(enc.ids)
+    }
+    return {
+        "task": "multi-label lexicon emotions (val/test metrics are for this task)",
+        "lexicon": lexicon.source,
+        "lexicon_kind": lexicon.kind,
+        "lexicon_entries": len(lexicon),
+        "labels": list(lexicon.labels),
+        "positive_rate": rates,
+        "vocab_size": vocab_size,
+        "tokenizer_size": tokenizer_size,
+    }
+
+
+def run(config, workdir: str) -> dict:
+    # The lexicon first: a bad lexicon file fails before any slow work.
+    lexicon = lexicon_lib.load_lexicon(config.emotion.lexicon, config.emotion.lexicon_format)
+    prep = data.prepare(config.data)
+    targets = lexicon_lib.targets([e.text for e in prep.dataset.examples], lexicon)
+    logging.info("lexicon %s: %d entries, labels %s", lexicon.source, len(lexicon), lexicon.labels)
+    vocab_map, encoded, pad_id = vocabulary(config.emotion, prep)
+    model = build_encoder(config.encoder, len(vocab_map), pad_id, len(lexicon.labels))
+    keys = recipe.keys(config.seed)
     example = {"input_ids": jnp.zeros((1, 8), jnp.int32)}
-    params = jax.jit(model.init)(key, example)["params"]
-
-    def batches(split, *, train, epoch=0):
-        size = cfg.batch_size if train else cfg.eval_batch_size
-        raw = data.batches(
-            encoded[split],
-            size,
-            pad_id=pad,
-            train=train,
-            seed=config.seed,
-            epoch=epoch,
-            buckets=buckets,
-            group_batches=cfg.group_batches,
-            process_index=parallel.process_index(),
-            process_count=parallel.process_count(),
-        )
-        return _with_targets(raw, targets)
-
-    steps_per_epoch = data.num_batches(
-        len(encoded["train"].ids), cfg.batch_size, parallel.process_count()
-    )
-    total = config.train.num_steps or config.train.epochs * steps_per_epoch
-    state = state_lib.create(
-        model.apply, params, optim.make(config.optim, total), jax.random.fold_in(key, 1)
-    )
-    has_val = len(encoded["val"].ids) > 0
-    state, history = loop.fit(
-        state,
+    task = recipe.Task(
+        model=model,
+        params=jax.jit(model.init)(keys["init"], example)["params"],
+        batches=functools.partial(split_batches, config, encoded, targets, pad_id, prep.buckets),
+        sizes={s: len(encoded[s].ids) for s in data.SPLITS},
+        classes=None,
         loss_fn=bce_loss,
-        train_batches=lambda epoch: batches("train", train=True, epoch=epoch),
-        steps_per_epoch=steps_per_epoch,
-        val_batches=(lambda: batches("val", train=False)) if has_val else None,
-        train_config=config.train,
-        workdir=workdir,
-        fingerprint=checkpoints.fingerprint(config),
+        metrics=functools.partial(held_out_metrics, labels=lexicon.labels),
     )
-
-    pstate = parallel.replicate(state)
-    p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=bce_loss))
-    results = {"data": dataset.summary()}
-    for split in ("val", "test"):
-        if not len(encoded[split].ids):
-            continue
-        out = loop.evaluate(pstate, p_eval, batches(split, train=False))
-        real = out["mask"] > 0
-        scores = multilabel_metrics(out["logits"][real, :, 0], out["labels"][real], lexicon.labels)
-        results[split] = {"loss": out["loss"], **scores}
+    final, results = recipe.train(config, workdir, task, rng=keys["dropout"])
 
     table_path = os.path.join(workdir, "table.npz")
-    weights = np.asarray(state.params["embeddings"]["word_embeddings"]["embedding"])
-    mmemog.save(table_path, vocab_map, weights)
-    results.update(
-        table=table_path,
-        table_shape=list(weights.shape),
-        epochs=len(history),
-        emotion={
-            "task": "multi-label lexicon emotions (val/test metrics are for this task)",
-            "lexicon": lexicon.source,
-            "lexicon_kind": lexicon.kind,
-            "lexicon_entries": len(lexicon),
-            "labels": list(lexicon.labels),
-            "positive_rate": {
-                s: dict(
-                    zip(
-                        lexicon.labels,
-                        [round(float(x), 4) for x in targets[encoded[s].index].mean(0)],
-                        strict=True,
-                    )
-                )
-                for s in data.SPLITS
-                if len(encoded[s].ids)
-            },
-            "vocab_size": len(vocab_map),
-            "tokenizer_size": len(tokenizer.hf),
-        },
-    )
-    return results
+    weights = np.asarray(final.params["embeddings"]["word_embeddings"]["embedding"])
+    if parallel.process_index() == 0:
+        mmemog.save(table_path, vocab_map, weights)
+    parallel.sync("mh3-table-saved")
+    return {
+        "data": prep.dataset.summary(),
+        **results,
+        "table": table_path,
+        "table_shape": list(weights.shape),
+        "epochs": len(results["history"]),
+        "emotion": emotion_report(
+            lexicon, targets, encoded, len(vocab_map), len(prep.tokenizer.hf)
+        ),
+    }

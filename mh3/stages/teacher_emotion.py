@@ -1,28 +1,27 @@
 """The emotion-teacher stage (SPEC stage 3): MM-EMOG table -> frozen lookup -> MLP classifier.
 
 The table comes from `config.table` or, when that is empty, from the emotion-embedding stage,
-run (or reused) through `run_stage`. The trained teacher is exported for the student:
-`<workdir>/params/` (mh3.weights.mmemog.save_teacher: settings, class names, params and the
-frozen table) and `<workdir>/tokenizer/` (added tokens included).
+run (or reused) through `run_stage`. Training, held-out evaluation and the saved model are the
+shared recipe's (mh3.train.recipe); this stage gives it the task. The saved model,
+`<workdir>/model/`, is mh3's own format (mh3.weights.mmemog.save_model): settings, params and
+frozen table, tokenizer with its added tokens, and `mh3.json`.
 
-The frozen table travels with the params through the training core as a second variable
-collection, `{'params': ..., 'table': ...}`: the model stops its gradient, and the optimizer
-gives it a zero update (optax.multi_transform), so neither Adam moments nor weight decay touch
-it, and the trained MLP and its table are checkpointed and resumed together.
+The frozen table travels with the params through the recipe as a second variable collection,
+`{'params': ..., 'table': ...}`: the model stops its gradient, and the optimizer gives it a
+zero update (optax.multi_transform, `Task.wrap_tx`), so neither Adam moments nor weight decay
+touch it, and the trained MLP and its table are checkpointed, resumed and saved together.
 """
 
 import functools
 import os
 
-import jax
 import ml_collections
 import optax
 from absl import logging
 
 from mh3 import data, stages
 from mh3.models import emotion
-from mh3.train import checkpoints, loop, optim, parallel, steps
-from mh3.train import state as state_lib
+from mh3.train import parallel, recipe
 from mh3.weights import mmemog
 
 
@@ -61,86 +60,72 @@ def resolve_table(config, workdir: str) -> tuple[dict, "object", str]:
     return vocab_map, weights, path
 
 
+def build_model(model_cfg, table_shape, prep: data.Prepared) -> emotion.EmotionMLP:
+    """The EmotionMLP of the `model` config block over a table of `table_shape`."""
+    return emotion.EmotionMLP(
+        num_labels=len(prep.dataset.classes),
+        vocab_size=table_shape[0],
+        embed_dim=table_shape[1],
+        max_length=prep.max_len,
+        num_layers=model_cfg.num_layers,
+        hidden_size=model_cfg.hidden_size,
+        dropout_rate=model_cfg.dropout,
+        output_relu=model_cfg.output_relu,
+        pad_token_id=prep.tokenizer.pad_id,
+    )
+
+
+def split_batches(config, prep: data.Prepared, split: str, *, train: bool, epoch: int = 0):
+    """This process's batches of one split (`recipe.Task.batches`)."""
+    return prep.batches(
+        split,
+        config.data.batch_size if train else config.data.eval_batch_size,
+        train=train,
+        seed=config.seed,
+        epoch=epoch,
+        group_batches=config.data.group_batches,
+        process_index=parallel.process_index(),
+        process_count=parallel.process_count(),
+    )
+
+
 def run(config, workdir: str) -> dict:
     vocab_map, weights, table_path = resolve_table(config, workdir)
-    cfg = config.data
-    prep = data.prepare(cfg)
-    tokenizer, classes = prep.tokenizer, prep.dataset.classes
-    table = mmemog.teacher_table(vocab_map, weights, tokenizer.hf, seed=config.table_seed)
-
-    model = emotion.EmotionMLP(
-        num_labels=len(classes),
-        vocab_size=table.shape[0],
-        embed_dim=table.shape[1],
-        max_length=prep.max_len,
-        num_layers=config.model.num_layers,
-        hidden_size=config.model.hidden_size,
-        dropout_rate=config.model.dropout,
-        output_relu=config.model.output_relu,
-        pad_token_id=tokenizer.pad_id,
-    )
-    key = jax.random.PRNGKey(config.seed)
+    prep = data.prepare(config.data)
+    ds = prep.dataset
+    table = mmemog.teacher_table(vocab_map, weights, prep.tokenizer.hf, seed=config.table_seed)
+    model = build_model(config.model, table.shape, prep)
+    keys = recipe.keys(config.seed)
     variables = {
-        "params": emotion.init_params(model, config.seed),
+        "params": emotion.init_params(model, recipe.key_seed(keys["init"])),
         emotion.TABLE: {"embedding": table},
     }
-
-    def batches(split, *, train, epoch=0):
-        return data.batches(
-            prep.encoded[split],
-            cfg.batch_size if train else cfg.eval_batch_size,
-            pad_id=tokenizer.pad_id,
-            train=train,
-            seed=config.seed,
-            epoch=epoch,
-            buckets=prep.buckets,
-            group_batches=cfg.group_batches,
-            process_index=parallel.process_index(),
-            process_count=parallel.process_count(),
-        )
-
-    steps_per_epoch = data.num_batches(
-        len(prep.encoded["train"].ids), cfg.batch_size, parallel.process_count()
-    )
-    total = config.train.num_steps or config.train.epochs * steps_per_epoch
-    tx = frozen_table_tx(optim.make(config.optim, total))
-    state = state_lib.create(model.apply, variables, tx, jax.random.fold_in(key, 1))
-    has_val = len(prep.encoded["val"].ids) > 0
-    state, history = loop.fit(
-        state,
+    task = recipe.Task(
+        model=model,
+        params=variables,
+        batches=functools.partial(split_batches, config, prep),
+        sizes={s: len(prep.encoded[s].ids) for s in data.SPLITS},
+        classes=ds.classes,
         loss_fn=table_loss,
-        train_batches=lambda epoch: batches("train", train=True, epoch=epoch),
-        steps_per_epoch=steps_per_epoch,
-        val_batches=(lambda: batches("val", train=False)) if has_val else None,
-        train_config=config.train,
-        workdir=workdir,
-        fingerprint=checkpoints.fingerprint(config),
-        class_names=classes,
+        wrap_tx=frozen_table_tx,
+        save=functools.partial(
+            mmemog.save_model,
+            model=model,
+            tokenizer=prep.tokenizer,
+            classes=ds.classes,
+            protocol=config.protocol,
+            data_fingerprint=ds.fingerprint,
+        ),
+        ids=[e.id for e in ds.examples],
+        title=f"emotion teacher, {ds.name}",
     )
-
-    pstate = parallel.replicate(state)
-    p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=table_loss))
-    results = {"data": prep.dataset.summary()}
-    sizes = {s: len(prep.encoded[s].ids) for s in ("val", "test")}
-    results.update(
-        loop.report_splits(
-            pstate, p_eval, lambda s: batches(s, train=False), sizes, classes, workdir,
-            f"emotion teacher, {prep.dataset.name}",
-        )
-    )  # fmt: skip
-
-    params_dir = os.path.join(workdir, "params")
-    tokenizer_dir = os.path.join(workdir, "tokenizer")
-    mmemog.save_teacher(params_dir, model, state.params, classes)
-    tokenizer.save(tokenizer_dir)
-    results.update(
-        params=params_dir,
-        tokenizer=tokenizer_dir,
-        table=table_path,
-        table_shape=list(table.shape),
-        mmemog_rows=len(vocab_map),
-        max_len=prep.max_len,
-        epochs=len(history),
-        history=history,
-    )
-    return results
+    _, results = recipe.train(config, workdir, task, rng=keys["dropout"])
+    return {
+        "data": ds.summary(),
+        **results,
+        "table": table_path,
+        "table_shape": list(table.shape),
+        "mmemog_rows": len(vocab_map),
+        "max_len": prep.max_len,
+        "epochs": len(results["history"]),
+    }

@@ -13,8 +13,13 @@ A table is `(vocab_map, weights)`: `vocab_map` maps a word piece to its row of `
 `teacher_table` turns a table into the emotion teacher's frozen embedding: one row per id of
 the teacher's tokenizer, MM-EMOG rows where the piece is in `vocab_map`, uniform [0, 1) rows
 drawn from seed 123 elsewhere (SPEC stage 3).
+
+The trained emotion teacher is a saved model of kind `emotion` (mh3.saved_model): `save_model`
+writes it, `load_predictor` (what `mh3.load` returns for it) reads it back as an
+`EmotionPredictor` that applies the training-time preprocessing and tokenizer to raw texts.
 """
 
+import dataclasses
 import io
 import os
 import pickle
@@ -23,9 +28,11 @@ import zipfile
 import jax
 import numpy as np
 from absl import logging
+from flax import traverse_util
 
-from mh3 import files
+from mh3 import data, files, saved_model
 from mh3.errors import UserError
+from mh3.train import loop, parallel
 
 RANDOM_ROWS_SEED = 123  # the paper's seed for the rows MM-EMOG does not cover
 
@@ -178,66 +185,142 @@ def teacher_table(
     return table
 
 
-# The emotion teacher's export: `<folder>/model.json` (EmotionMLP settings and class names) and
-# `<folder>/variables.msgpack` ({'params': ..., 'table': {'embedding': ...}}, flax msgpack).
-TEACHER_FILES = ("model.json", "variables.msgpack")
+# ---- The emotion teacher as a saved model (mh3.saved_model, kind `emotion`) ----
+#
+# `<folder>/` holds `mh3.json` (classes, protocol, data fingerprint, max_len, preprocessing,
+# tokenizer settings and `model`: the EmotionMLP settings), `variables.safetensors` (the
+# params and the frozen table, flattened to `params/dense_0/kernel`, `table/embedding`, ...)
+# and the tokenizer files, added tokens included. There is no HF class for this model, so the
+# weights are a plain safetensors file any framework can read.
+
+VARIABLES = "variables.safetensors"
+# EmotionMLP fields that rebuild the module (dtype stays the float32 default).
+MODEL_FIELDS = (
+    "num_labels", "vocab_size", "embed_dim", "max_length", "num_layers", "hidden_size",
+    "dropout_rate", "output_relu", "pad_token_id",
+)  # fmt: skip
+PREPROCESSING = "mh3.data.preprocess: de-identify URLs/emails/users, keep emojis, lower-case"
+INPUTS = ("input_ids",)  # the MLP reads ids only: no attention mask, as in the paper
 
 
-def save_teacher(folder: str, model, variables: dict, classes) -> None:
-    """Writes a trained emotion teacher so that `load_teacher` rebuilds it exactly."""
-    from flax import serialization
+def save_model(
+    folder: str,
+    variables: dict,
+    *,
+    model,
+    tokenizer,
+    classes,
+    protocol: str,
+    data_fingerprint: str,
+) -> None:
+    """Writes a trained emotion teacher as a saved model that `load_predictor` reads back.
 
-    settings = {
-        k: getattr(model, k)
-        for k in (
-            "num_labels",
-            "vocab_size",
-            "embed_dim",
-            "max_length",
-            "num_layers",
-            "hidden_size",
-            "dropout_rate",
-            "output_relu",
-            "pad_token_id",
-        )
+    Args:
+      folder: the model folder (`<workdir>/model`).
+      variables: `{'params': ..., 'table': {'embedding': ...}}` of the trained EmotionMLP.
+      model: the EmotionMLP (its fields are recorded, so the loader rebuilds it).
+      tokenizer: the mh3.data.Tokenizer the teacher was trained with.
+      classes: class names in label order.
+      protocol: the config's protocol.
+      data_fingerprint: the training dataset's fingerprint.
+    """
+    from safetensors.numpy import save_file
+
+    flat = {
+        k: np.ascontiguousarray(np.asarray(v))
+        for k, v in traverse_util.flatten_dict(jax.device_get(variables), sep="/").items()
     }
-    blob = serialization.msgpack_serialize(jax.tree.map(np.asarray, variables))
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(blob)
-
-    files.atomic_write(os.path.join(folder, "variables.msgpack"), write)
-    files.write_json(
-        os.path.join(folder, "model.json"),
-        {"model": "EmotionMLP", "settings": settings, "classes": list(classes)},
+    files.atomic_write(os.path.join(folder, VARIABLES), lambda tmp: save_file(flat, tmp))
+    tokenizer.save(folder)
+    saved_model.write_meta(
+        folder,
+        kind="emotion",
+        classes=classes,
+        protocol=protocol,
+        data_fingerprint=data_fingerprint,
+        max_len=int(model.max_length),
+        preprocessing=PREPROCESSING,
+        tokenizer={"vocab_size": tokenizer.vocab_size, "added_tokens": list(tokenizer.added)},
+        inputs=list(INPUTS),
+        model={k: getattr(model, k) for k in MODEL_FIELDS},
+        weights=VARIABLES,
     )
 
 
-def load_teacher(folder: str):
-    """Reads a `save_teacher` folder.
+class EmotionPredictor(saved_model.Predictor):
+    """A saved emotion teacher: raw texts or dataset examples in, (N, C) logits out.
 
-    Returns:
-      (EmotionMLP, variables for `model.apply(variables, batch, train=False)`, class names).
-
-    Raises:
-      UserError: the folder lacks the files or they do not fit together.
+    Attributes:
+      model: the rebuilt EmotionMLP.
+      variables: its params and frozen table.
+      tokenizer: the saved tokenizer (added tokens included).
+      max_len: the training max length (inputs are cut to it).
+      batch_size: rows per forward pass, a multiple of the local device count.
     """
-    from flax import serialization
 
-    from mh3.models.emotion import EmotionMLP
+    def __init__(self, folder: str, meta: dict, batch_size: int = 32):
+        from safetensors.numpy import load_file
 
-    missing = [f for f in TEACHER_FILES if not os.path.exists(os.path.join(folder, f))]
-    if missing:
-        raise UserError(f"{folder}: not an emotion-teacher export (missing {missing})")
-    meta = files.read_json(os.path.join(folder, "model.json"))
-    model = EmotionMLP(**meta["settings"])
-    with open(os.path.join(folder, "variables.msgpack"), "rb") as f:
-        variables = serialization.msgpack_restore(f.read())
-    table = variables["table"]["embedding"]
-    if table.shape != (model.vocab_size, model.embed_dim):
+        from mh3.models.emotion import EmotionMLP
+
+        super().__init__(folder, meta)
+        self.model = EmotionMLP(**meta["model"])
+        self.max_len = int(meta["max_len"])
+        path = os.path.join(folder, meta["weights"])
+        if not os.path.exists(path):
+            raise UserError(f"{folder}: {meta['weights']} is missing; re-run teacher_emotion")
+        self.variables = traverse_util.unflatten_dict(load_file(path), sep="/")
+        _check_shapes(folder, self.model, self.variables)
+        self.tokenizer = data.load_tokenizer(folder)
+        if self.tokenizer.vocab_size > self.model.vocab_size:
+            raise UserError(
+                f"{folder}: the tokenizer has {self.tokenizer.vocab_size} ids but the table "
+                f"{self.model.vocab_size} rows; re-run teacher_emotion"
+            )
+        # Whole batches split evenly over the local devices (pmap needs equal shares).
+        n_dev = parallel.device_count()
+        self.batch_size = -(-batch_size // n_dev) * n_dev
+
+    def logits(self, texts) -> np.ndarray:
+        """(N, C) float32 logits of raw texts, preprocessed exactly as in training."""
+        examples = [
+            data.Example(id=str(i), text=data.preprocess(t), raw=t, label=0, split="test", index=i)
+            for i, t in enumerate(texts)
+        ]
+        return self.logits_examples(examples)
+
+    def logits_examples(self, examples) -> np.ndarray:
+        """(N, C) float32 logits of mh3.data examples (`text` already preprocessed).
+
+        Row i is `examples[i]`: for a whole Dataset's examples, example index i.
+        """
+        if not examples:
+            return np.zeros((0, len(self.classes)), np.float32)
+        encoded = data.encode(self.tokenizer, examples, self.max_len)
+        # Rows by position, so any list of examples (not only a whole dataset) fits (0..N-1).
+        encoded = dataclasses.replace(encoded, index=np.arange(len(examples), dtype=np.int32))
+        # No buckets: the MLP pads every sequence to max_len itself (its input is flattened).
+        batches = data.batches(encoded, self.batch_size, pad_id=self.tokenizer.pad_id, train=False)
+        return loop.predict_logits(self.model.apply, self.variables, batches, len(examples), INPUTS)
+
+
+def _check_shapes(folder: str, model, variables: dict) -> None:
+    """Raises a UserError unless `variables` has exactly the model's names and shapes."""
+    from mh3.models.emotion import example_batch
+
+    template = jax.eval_shape(
+        lambda: model.init(jax.random.PRNGKey(0), example_batch(model.max_length))
+    )
+    want = {k: v.shape for k, v in traverse_util.flatten_dict(template, sep="/").items()}
+    got = {k: v.shape for k, v in traverse_util.flatten_dict(variables, sep="/").items()}
+    if want != got:
+        wrong = sorted(k for k in want.keys() | got.keys() if want.get(k) != got.get(k))
         raise UserError(
-            f"{folder}: table shape {table.shape} does not fit the model "
-            f"({model.vocab_size} x {model.embed_dim})"
+            f"{folder}: {VARIABLES} does not fit the model in {saved_model.META} (names or "
+            f"shapes differ at {wrong[:3]}); re-run teacher_emotion"
         )
-    return model, variables, tuple(meta["classes"])
+
+
+def load_predictor(folder: str, meta: dict) -> EmotionPredictor:
+    """The predictor `mh3.load` returns for an emotion teacher."""
+    return EmotionPredictor(folder, meta)
