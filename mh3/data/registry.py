@@ -9,6 +9,10 @@
 - sad_stressor: as sad, with the binary `is_stressor`: 0 not_stressor, 1 stressor.
 - deptweet: `train.csv`, and `valid.csv` / `test.csv` when present; text `text`; label
   `target`: 0 non-depressed, 1 mild, 2 moderate, 3 severe.
+- twitsuicide: `train.csv`, and `valid.csv` / `test.csv` when present; text `text`; label
+  `label`: 0 safe_to_ignore, 1 possibly_concerning, 2 strongly_concerning. The data is private
+  (not distributed); SPEC says only "3 classes": the names are the three suicide-risk levels of
+  the TwitSuicide annotation (O'Dea et al., 2015), ordered by risk, and are mh3's naming.
 - idendep: folders `reddit_non_depression/` (label 0) and `reddit_depression/` (label 1), one
   post per `.txt` file in sorted order, title on the first line, body after; no split.
 - csv / jsonl: `data.files` (train/val/test) or one file with a `data.split_column`; text
@@ -79,6 +83,12 @@ _DEFAULTS = {
         optional_files=("val", "test"), text_columns=("text",), label_column="target",
         id_column="", classes=("non-depressed", "mild", "moderate", "severe"),
         label_values=("0", "1", "2", "3"),
+    ),
+    "twitsuicide": dict(
+        format="csv", files=_files("train.csv", "valid.csv", "test.csv"),
+        optional_files=("val", "test"), text_columns=("text",), label_column="label",
+        id_column="", classes=("safe_to_ignore", "possibly_concerning", "strongly_concerning"),
+        label_values=("0", "1", "2"),
     ),
     "idendep": dict(
         format="folders", files=_files(), text_columns=(), label_column="", id_column="",
