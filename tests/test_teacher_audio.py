@@ -1,13 +1,20 @@
-"""The audio-teacher stage end to end (tts -> fbank -> tiny AST -> export -> predict), and its parts."""
+"""The audio-teacher stage end to end (tts -> fbank -> tiny AST -> recipe -> saved model) and
+its saved model read back: by transformers, and by `mh3.load` on waveforms, wav files and a
+dataset's examples. Then the stage's parts.
+
+One smoke run (module fixture, through launch.py) trains the teacher all model tests read.
+"""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+import mh3
 from configs import teacher_audio
 from mh3 import data
 from mh3.audio import features as feats
@@ -15,72 +22,171 @@ from mh3.audio import teacher
 from mh3.errors import UserError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+N_PER_SPLIT = 4
 
 
-def test_smoke_run_through_launch_exports_a_teacher_that_predicts(tmp_path):
-    workdir = tmp_path / "audio"
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A finished smoke run: (workdir, results, dataset, wav paths in example-index order)."""
+    workdir = tmp_path_factory.mktemp("audio")
     cmd = [
         sys.executable, "launch.py", "--config=configs/teacher_audio.py:smoke",
-        f"--workdir={workdir}", "--config.data.max_per_split=4",
+        f"--workdir={workdir}", f"--config.data.max_per_split={N_PER_SPLIT}",
     ]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((workdir / "results.json").read_text())
+    config = teacher_audio.get_config("smoke")
+    config.data.max_per_split = N_PER_SPLIT
+    ds = data.load_dataset(config.data)
+    paths = [os.path.join(results["wav_dir"], f"Sample_{i}.wav") for i in range(len(ds.examples))]
+    return workdir, results, ds, paths
+
+
+def test_smoke_run_through_launch_saves_a_model_folder(trained):
+    workdir, results, ds, paths = trained
     for split in ("val", "test"):
         assert {"accuracy", "f1_macro", "f1_weighted", "confusion_matrix"} <= set(results[split])
-        assert results[split]["n"] == results["data"][split] == 4
-    assert results["random_init_model"] is True
+        assert results[split]["n"] == results["data"][split] == N_PER_SPLIT
+    assert os.path.exists(results["test"]["predictions"])  # the recipe's per-example file
+    assert results["random_init_model"] is True and results["synthetic_data"] is True
+    assert results["data_fingerprint"] == ds.fingerprint and results["history"]
     # The stage pulled the tts stage into <workdir>/tts: one wav per example.
-    wav_dir = results["wav_dir"]
-    assert wav_dir == str(workdir / "tts" / "wavs")
-    assert len([f for f in os.listdir(wav_dir) if f.endswith(".wav")]) == 12
+    assert results["wav_dir"] == str(workdir / "tts" / "wavs")
+    assert results["tts_workdir"] == str(workdir / "tts")
+    assert len([f for f in os.listdir(results["wav_dir"]) if f.endswith(".wav")]) == 12
+    # One format: model/ (HF folder + mh3.json), no params/ export.
+    model_dir = results["model"]
+    assert model_dir == str(workdir / "model") and "params" not in results
+    assert not os.path.exists(workdir / "params")
+    assert {"config.json", "model.safetensors", "mh3.json"} <= set(os.listdir(model_dir))
 
-    folder = str(workdir / "params")
-    model, params, meta = teacher.load_audio_teacher(folder)
-    assert meta["classes"] == results["data"]["classes"]
-    assert meta["max_length"] == 128 and model.config.hidden_size == 32
+    meta = json.loads((workdir / "model" / "mh3.json").read_text())
+    assert meta["kind"] == "audio" and meta["protocol"] == "clean"
+    assert meta["classes"] == results["data"]["classes"] == list(ds.classes)
+    assert meta["data_fingerprint"] == ds.fingerprint
+    audio = meta["audio"]
+    assert (audio["sample_rate"], audio["max_length"], audio["num_mel_bins"]) == (16000, 128, 128)
+    assert audio["fbank"] == teacher.FBANK and audio["stats_splits"] == ["train"]
+    assert meta["feature_cache"] == str(workdir / "features")
+    # clean protocol: statistics from the train audio only (the first N_PER_SPLIT examples).
+    stats = feats.compute_stats(
+        [feats.fbank(feats.load_audio(p), max_length=128) for p in paths[:N_PER_SPLIT]]
+    )
+    for key in ("mean", "std"):
+        assert audio[key] == pytest.approx(stats[key], rel=1e-6) == results["stats"][key]
+
     # clean protocol: the random checkpoint's 1,024-frame table resampled to 12 x 12 patches
     # (a zero table, the paper's rule, would still be ~0 after two small steps).
-    pos = params["embeddings"]["position_embeddings"]
-    assert pos.shape == (1, 12 * 12 + 2, 32) and float(np.abs(pos).max()) > 0.01
-    # clean protocol: statistics from the train audio only.
-    train_feats = [
-        feats.fbank(feats.load_audio(os.path.join(wav_dir, f"Sample_{i}.wav")), max_length=128)
-        for i in range(4)
-    ]
-    stats = feats.compute_stats(train_feats)
-    assert meta["stats"]["mean"] == pytest.approx(stats["mean"], rel=1e-6)
-    assert meta["stats"]["std"] == pytest.approx(stats["std"], rel=1e-6)
-
-    config = teacher_audio.get_config("smoke")
-    config.data.max_per_split = 4
-    ds = data.load_dataset(config.data)
-    logits = teacher.predict(folder, ds, wav_dir, batch_size=5)
-    assert logits.shape == (12, 3) and logits.dtype == np.float32
-    assert np.all(np.isfinite(logits))
-
-    # The same numbers from a plain per-batch forward on features made here from the wavs.
-    x = np.stack(
-        [
-            feats.normalize(
-                feats.fbank(feats.load_audio(os.path.join(wav_dir, f"Sample_{e.index}.wav")),
-                            max_length=128),
-                meta["stats"],
-            )
-            for e in ds.examples
-        ]
-    )  # fmt: skip
-    expect = np.concatenate(
-        [
-            np.asarray(model.apply({"params": params}, {"input_values": x[i : i + 4]})[0])
-            for i in range(0, 12, 4)
-        ]
+    predictor = mh3.load(model_dir)
+    assert (
+        isinstance(predictor, teacher.AudioPredictor) and predictor.model.config.hidden_size == 32
     )
-    np.testing.assert_allclose(logits, expect, atol=1e-5, rtol=1e-5)
-    test_rows = [e.index for e in ds.examples if e.split == "test"]
-    labels = np.array([ds.examples[i].label for i in test_rows])
-    accuracy = float(np.mean(logits[test_rows].argmax(-1) == labels))
+    pos = predictor.params["embeddings"]["position_embeddings"]
+    assert pos.shape == (1, 12 * 12 + 2, 32) and float(np.abs(pos).max()) > 0.01
+    # The saved model gives the recipe's test metrics back.
+    logits = predictor.logits_examples(ds.examples, results["wav_dir"])
+    test = [e for e in ds.examples if e.split == "test"]
+    predicted = logits[[e.index for e in test]].argmax(-1)
+    accuracy = float(np.mean(predicted == [e.label for e in test]))
     assert accuracy == pytest.approx(results["test"]["accuracy"])
+
+
+def test_transformers_reads_the_saved_model_with_the_recorded_preprocessing(trained):
+    """HF alone (ASTForAudioClassification + ASTFeatureExtractor set from mh3.json) gives the
+    probabilities `mh3.load(dir).predict(wav paths)` gives."""
+    import torch
+    import transformers as hf
+
+    _, results, ds, paths = trained
+    model_dir = results["model"]
+    torch_model, info = hf.ASTForAudioClassification.from_pretrained(
+        model_dir, output_loading_info=True
+    )
+    assert not any(info.values()), info  # missing / unexpected / mismatched keys, errors
+    assert [torch_model.config.id2label[i] for i in range(3)] == list(ds.classes)
+    audio = json.loads(open(os.path.join(model_dir, "mh3.json")).read())["audio"]
+    extractor = hf.ASTFeatureExtractor(
+        sampling_rate=audio["sample_rate"], num_mel_bins=audio["num_mel_bins"],
+        max_length=audio["max_length"], mean=audio["mean"], std=audio["std"], do_normalize=True,
+    )  # fmt: skip
+    waves = [feats.load_audio(p) for p in paths]  # mono, 16 kHz, as the pipeline reads them
+    x = extractor(waves, sampling_rate=16000, return_tensors="np")["input_values"]
+    ours_x = np.stack([feats.normalize(feats.fbank(w, max_length=128), audio) for w in waves])
+    feature_diff = float(np.abs(x - ours_x).max())
+    with torch.no_grad():
+        theirs = torch.softmax(torch_model.eval()(torch.tensor(x)).logits, -1).numpy()
+    ours = mh3.load(model_dir).predict(paths)
+    assert ours.shape == (12, 3) and ours.dtype == np.float32
+    diff = float(np.abs(ours - theirs).max())
+    print(f"audio teacher: max abs diff vs transformers: features {feature_diff:.2e}, "
+          f"probabilities {diff:.2e}")  # fmt: skip
+    assert diff <= 1e-4
+    assert feature_diff <= 1e-3  # mh3's features are HF's (test_audio_features measures it)
+
+
+def test_predict_on_waveforms_equals_predict_on_wav_files(trained):
+    import soundfile
+
+    _, results, _, paths = trained
+    # Piper speaks at 22,050 Hz: the paths go through the pipeline's resampling to 16 kHz.
+    assert soundfile.info(paths[0]).samplerate != 16000
+    predictor = mh3.load(results["model"])
+    from_paths = predictor.predict(paths)
+    from_waves = predictor.predict([feats.load_audio(p) for p in paths])
+    np.testing.assert_array_equal(from_waves, from_paths)
+    np.testing.assert_allclose(from_paths.sum(-1), 1.0, rtol=1e-6)
+    # Row i is input i, whatever the batch it falls into (a batch of 4 over 4 devices here).
+    predictor.batch_size = 4
+    np.testing.assert_allclose(predictor.predict(paths[::-1]), from_paths[::-1], atol=1e-6)
+    with pytest.raises(ValueError, match="list"):
+        predictor.predict(feats.load_audio(paths[0]))  # one waveform, not a list of them
+    assert predictor.logits([]).shape == (0, 3)
+
+
+def test_logits_examples_rows_follow_the_example_index(trained, tmp_path, monkeypatch):
+    from mh3.distill import teachers
+
+    _, results, ds, paths = trained
+    predictor = mh3.load(results["model"])
+    expect = predictor.logits(paths)  # paths are in example-index order
+    shuffled = [ds.examples[i] for i in np.random.RandomState(0).permutation(len(ds.examples))]
+    assert [e.index for e in shuffled] != sorted(e.index for e in shuffled)
+    cache = tmp_path / "cache"
+    got = predictor.logits_examples(shuffled, results["wav_dir"], cache_dir=str(cache))
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    assert np.abs(expect - expect[::-1]).max() > 1e-4  # rows differ, so the order is checked
+    assert len(os.listdir(cache)) == 12  # one cached fbank per wav
+    # The student's soft labels: the same rows, through the stage's results.
+    soft = teachers.predict_audio(results, ds, batch_size=8)
+    np.testing.assert_allclose(soft, expect, atol=1e-5)
+
+    # Without cache_dir, the feature cache recorded in mh3.json serves every example.
+    def no_fbank(*args, **kwargs):
+        raise AssertionError("fbank recomputed instead of read from the recorded cache")
+
+    monkeypatch.setattr(feats, "fbank", no_fbank)
+    cached = predictor.logits_examples(ds.examples, results["wav_dir"])
+    np.testing.assert_allclose(cached, expect, atol=1e-5)
+    with pytest.raises(ValueError, match="indices 0..N-1"):
+        predictor.logits_examples(ds.examples[4:], results["wav_dir"])
+
+
+def test_a_folder_that_is_not_a_saved_model_is_a_user_error(trained, tmp_path):
+    _, results, _, _ = trained
+    bare = tmp_path / "bare"
+    shutil.copytree(results["model"], bare)
+    os.remove(bare / "mh3.json")  # a plain HF folder
+    with pytest.raises(UserError, match=f"{bare}: not an mh3 saved model"):
+        mh3.load(str(bare))
+    # A model whose features were made with other fbank settings is refused, not misread.
+    other = tmp_path / "other"
+    shutil.copytree(results["model"], other)
+    meta = json.loads((other / "mh3.json").read_text())
+    meta["audio"]["fbank"]["preemphasis"] = 0.9
+    (other / "mh3.json").write_text(json.dumps(meta))
+    with pytest.raises(UserError, match="other settings"):
+        mh3.load(str(other))
 
 
 def test_batches_cover_a_split_once_with_padding_rows_and_indices():

@@ -11,5 +11,12 @@
     stats = features.compute_stats(train_feats); features.normalize(x, stats)  # (x-m)/(2 s)
     features.save_stats(path, stats); features.load_stats(path)
 
-The AST teacher itself (training, export, prediction) is `mh3.audio.teacher`.
+The AST teacher (`mh3.audio.teacher`): the task its stage trains, and its saved model.
+
+    x, stats = teacher.normalised_features(examples, wav_dir, cache_dir, max_length=,
+                                           num_mel_bins=, stats_splits=("train",))
+    teacher.task(model, params, x, dataset, batch_size=, eval_batch_size=, seed=, save=)
+    p = mh3.load("<workdir>/model")              # an AudioPredictor (teacher.load_predictor)
+    p.predict([wave_16k, "post.wav"])            # (N, C) probabilities, training preprocessing
+    p.logits_examples(dataset.examples, wav_dir)  # (N, C) logits, row i = example index i
 """

@@ -1,39 +1,49 @@
-"""A trained audio teacher (AST) on disk: features in, export, load back, and soft-label logits.
+"""The audio teacher (AST): the task its stage trains, its saved model, and reading it back.
 
-`<workdir>/params/` of the teacher_audio stage holds:
-  params.msgpack   the Flax params (flax.serialization bytes);
-  model.json       the ASTConfig fields, compute dtype, class names, max_length, mel bins, the
-                   normalisation statistics and the feature cache the stage used;
-  stats.json       the normalisation statistics alone (mh3.audio.features.save_stats).
+Inputs are the spoken posts, `<wav_dir>/Sample_{index}.wav`, as normalised fbank features
+(`normalised_features`); `task` turns them and a model from `mh3.weights.from_hf` into the
+`mh3.train.recipe.Task` the teacher_audio stage trains.
 
-`predict(folder, dataset, wav_dir, batch_size=...)` gives the teacher's logits for every example
-of a dataset in global order, which is what the student stage turns into soft labels.
+The saved model (`<workdir>/model/`, DESIGN "CONTRACT: saved models") is an HF
+`ASTForAudioClassification` folder (`mh3.weights.save_hf`: config.json with id2label,
+model.safetensors) plus `mh3.json` of kind `audio`, whose `audio` block holds everything the
+training-time preprocessing needs: sample_rate, num_mel_bins, max_length (frames), the fbank
+settings (`FBANK`), and the normalisation `mean` and `std` (`(x - mean) / (2 * std)`, as in
+mh3.audio.features.normalize) with the splits they came from. `feature_cache` records the fbank
+cache the stage filled, which `logits_examples` reuses while it exists.
 
-Also here: the batches the stage trains on (normalised features with `label`, `mask`, `index`)
-and `make_tiny_random`, the small randomly initialised AST checkpoint of the offline demo.
+`load_predictor(folder, meta)` (what `mh3.load` calls for this kind) gives an `AudioPredictor`:
+`predict`/`logits` of waveforms or wav files, and `logits_examples`, a dataset's logits in
+global order, which the student turns into soft labels.
 """
 
-import dataclasses
+import itertools
 import os
-import shutil
-import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from flax import serialization
 
-from mh3 import files
+from mh3 import files, saved_model, weights
 from mh3.audio import features as feats
 from mh3.audio.tts import MANIFEST, text_hash, wav_name
-from mh3.data import batching
+from mh3.data import SPLITS, batching
 from mh3.errors import UserError
-from mh3.models.ast import ASTClassifier, ASTConfig
+from mh3.train import loop, parallel, recipe
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-TINY_RANDOM = "tiny-random"
+# What mh3.audio.features.fbank computes (its module docstring), recorded in mh3.json so a
+# saved model says how its inputs were made; a model recorded with other settings is refused.
+FBANK = dict(
+    frame_length=feats.FRAME_LENGTH, hop_length=feats.HOP_LENGTH, fft_length=feats.FFT_LENGTH,
+    window="hann_symmetric", center=False, remove_dc_offset=True, preemphasis=feats.PREEMPHASIS,
+    dither=0.0, power=2.0, mel_scale="kaldi", low_freq=20, high_freq=feats.SAMPLE_RATE // 2,
+    log="natural", mel_floor=feats.MEL_FLOOR, padding="zeros after the last frame, or cut",
+)  # fmt: skip
+NORMALIZATION = "(x - mean) / (2 * std)"
+# Examples per device and forward pass when a predictor is not told a batch size.
+PER_DEVICE_BATCH = 8
 
 
 # ---- inputs --------------------------------------------------------------------------------
@@ -73,15 +83,8 @@ def check_manifest(wav_dir: str, examples: Sequence) -> None:
             )
 
 
-def load_features(
-    examples: Sequence,
-    wav_dir: str,
-    cache_dir: str | None,
-    *,
-    max_length: int,
-    num_mel_bins: int,
-) -> np.ndarray:
-    """Un-normalised fbank features (N, max_length, num_mel_bins) of `examples`, cached per file.
+def check_wavs(examples: Sequence, wav_dir: str) -> list[str]:
+    """The wav paths of `examples`, after checking that they exist and belong to them.
 
     Raises:
       UserError: a wav is missing (naming the first one and how to make it), or the tts
@@ -94,9 +97,54 @@ def load_features(
             "dataset or point config.audio.wav_dir at a folder with Sample_{i}.wav files"
         )
     check_manifest(wav_dir, examples)
+    return wav_paths(wav_dir, examples)
+
+
+def load_features(
+    examples: Sequence,
+    wav_dir: str,
+    cache_dir: str | None,
+    *,
+    max_length: int,
+    num_mel_bins: int,
+) -> np.ndarray:
+    """Un-normalised fbank features (N, max_length, num_mel_bins) of `examples`, cached per file.
+
+    Raises:
+      UserError: as `check_wavs`.
+    """
     return feats.features_for(
-        wav_paths(wav_dir, examples), cache_dir, num_mel_bins=num_mel_bins, max_length=max_length
+        check_wavs(examples, wav_dir), cache_dir, num_mel_bins=num_mel_bins, max_length=max_length
     )
+
+
+def normalised_features(
+    examples: Sequence,
+    wav_dir: str,
+    cache_dir: str | None,
+    *,
+    max_length: int,
+    num_mel_bins: int,
+    stats_splits: Sequence[str],
+) -> tuple[np.ndarray, dict]:
+    """Features of `examples` normalised with statistics of the `stats_splits` examples only.
+
+    Returns:
+      (features (N, max_length, num_mel_bins) in the order of `examples`, stats).
+
+    Raises:
+      UserError: as `check_wavs`.
+    """
+    x = load_features(
+        examples, wav_dir, cache_dir, max_length=max_length, num_mel_bins=num_mel_bins
+    )
+    allowed = np.isin([e.split for e in examples], list(stats_splits))
+    stats = feats.compute_stats(x[allowed])
+    logging.info(
+        "fbank stats over %s: mean %.4f std %.4f",
+        "+".join(stats_splits), stats["mean"], stats["std"],
+    )  # fmt: skip
+    return feats.normalize(x, stats), stats
 
 
 def batches(
@@ -142,187 +190,229 @@ def batches(
         }
 
 
-# ---- the offline demo checkpoint -----------------------------------------------------------
-
-
-def make_tiny_random(
-    folder: str,
+def task(
+    model,
+    params,
+    features: np.ndarray,
+    dataset,
     *,
-    hidden_size: int,
-    num_hidden_layers: int,
-    num_attention_heads: int,
-    intermediate_size: int,
-    max_length: int,
-    num_mel_bins: int,
+    batch_size: int,
+    eval_batch_size: int,
     seed: int,
-) -> str:
-    """Writes a small RANDOMLY INITIALISED HF AST checkpoint to `folder` (once) and returns it.
+    save=None,
+) -> recipe.Task:
+    """The recipe task of an audio teacher: classify `dataset`'s examples from their features.
 
-    This is not a pretrained model: it stands in for `MIT/ast-finetuned-audioset-10-10-0.4593`
-    where no model hub can be reached, so the pipeline runs offline end to end. It is an HF
-    folder (config.json + model.safetensors) so it goes through the same `from_hf` path,
-    position-table adaptation included.
+    Args:
+      model: an ASTClassifier (from `mh3.weights.from_hf`), params: its initial params.
+      features: normalised features of `dataset.examples`, in that order.
+      dataset: a mh3.data.Dataset (its splits, labels, ids and classes).
+      batch_size: global training batch size; eval_batch_size: the held-out one.
+      seed: the data-order seed.
+      save: `(folder, params)` -> writes the saved model (`save`, bound to its settings).
     """
-    if os.path.exists(os.path.join(folder, "config.json")):
-        return folder
-    import torch  # only this demo path needs torch
-    import transformers as hf
+    examples = dataset.examples
+    labels = np.array([e.label for e in examples], np.int32)
+    indices = np.array([e.index for e in examples], np.int32)
+    split_of = np.array([e.split for e in examples])
+    rows = {s: np.flatnonzero(split_of == s) for s in SPLITS}
+    ids = [""] * len(examples)
+    for e in examples:
+        ids[e.index] = e.id
+    proc = dict(process_index=parallel.process_index(), process_count=parallel.process_count())
 
-    torch.manual_seed(seed)
-    config = hf.ASTConfig(
-        hidden_size=hidden_size,
-        num_hidden_layers=num_hidden_layers,
-        num_attention_heads=num_attention_heads,
-        intermediate_size=intermediate_size,
-        max_length=max_length,
-        num_mel_bins=num_mel_bins,
+    def split_batches(split: str, *, train: bool, epoch: int = 0) -> Iterator[dict]:
+        size = batch_size if train else eval_batch_size
+        return batches(features, labels, indices, size, rows=rows[split], train=train,
+                       seed=seed, epoch=epoch, **proc)  # fmt: skip
+
+    return recipe.Task(
+        model=model,
+        params=params,
+        batches=split_batches,
+        sizes={s: len(r) for s, r in rows.items()},
+        classes=list(dataset.classes),
+        ids=ids,
+        title=dataset.name,
+        save=save,
     )
-    model = hf.ASTForAudioClassification(config).eval()
-    with torch.no_grad():
-        # HF starts the CLS/distillation tokens and the position table at zero; random values
-        # make the demo exercise what a pretrained table goes through (resample or zeros).
-        for name, p in model.named_parameters():
-            if "token" in name or "position" in name:
-                p.normal_(0.0, config.initializer_range)
-    parent = os.path.dirname(os.path.abspath(folder))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=".tiny-ast-", dir=parent)
-    try:
-        model.save_pretrained(tmp)
-        os.replace(tmp, folder)  # a half-written folder is never seen under the final name
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    logging.info("wrote a randomly initialised tiny AST (demo only, not pretrained) to %s", folder)
-    return folder
 
 
-# ---- export and load -----------------------------------------------------------------------
+# ---- the saved model -----------------------------------------------------------------------
 
 
-def save_audio_teacher(
+def audio_settings(audio_config, stats: dict) -> dict:
+    """The `audio` block of mh3.json: the preprocessing a saved model's inputs go through.
+
+    Args:
+      audio_config: the stage's `config.audio` (max_length, num_mel_bins, stats_splits).
+      stats: the normalisation statistics (`feats.compute_stats`).
+    """
+    return {
+        "sample_rate": feats.SAMPLE_RATE,
+        "num_mel_bins": int(audio_config.num_mel_bins),
+        "max_length": int(audio_config.max_length),
+        "fbank": dict(FBANK),
+        "normalization": NORMALIZATION,
+        "mean": float(stats["mean"]),
+        "std": float(stats["std"]),
+        "count": int(stats["count"]),
+        "stats_splits": list(audio_config.stats_splits),
+    }
+
+
+def save(
     folder: str,
-    model: ASTClassifier,
     params,
     *,
+    model,
     classes: Sequence[str],
-    stats: dict,
+    protocol: str,
+    data_fingerprint: str,
+    audio: dict,
     feature_cache: str | None = None,
 ) -> None:
-    """Writes params, settings and normalisation statistics of an audio teacher to `folder`.
+    """Writes the saved model (module docstring): the HF folder first, then mh3.json, so a
+    folder with mh3.json is complete.
 
     Args:
-      folder: the export folder (the stage uses `<workdir>/params`).
-      model: the trained ASTClassifier (its config holds max_length and num_mel_bins).
-      params: its parameters.
+      folder: `<workdir>/model`.
+      params: the trained params; model: their ASTClassifier.
       classes: class names in label order.
-      stats: {'mean', 'std', ...} the features were normalised with.
-      feature_cache: the fbank cache folder used, reused by `predict` when it still exists.
+      protocol: the config's protocol.
+      data_fingerprint: of the data it was trained on.
+      audio: `audio_settings(...)`.
+      feature_cache: the fbank cache folder the stage used (a hint for `logits_examples`).
     """
-    os.makedirs(folder, exist_ok=True)
-    data = serialization.to_bytes(jax.device_get(params))
-    files.atomic_write(os.path.join(folder, "params.msgpack"), lambda t: open(t, "wb").write(data))
-    feats.save_stats(os.path.join(folder, "stats.json"), stats)
-    meta = {
-        "kind": "audio_teacher",
-        "config": dataclasses.asdict(model.config),
-        "dtype": jnp.dtype(model.dtype).name,
-        "classes": list(classes),
-        "max_length": model.config.max_length,
-        "num_mel_bins": model.config.num_mel_bins,
-        "stats": {k: stats[k] for k in ("mean", "std", "count") if k in stats},
-        "feature_cache": os.path.abspath(feature_cache) if feature_cache else None,
-    }
-    files.write_json(os.path.join(folder, "model.json"), meta)
+    weights.save_hf(folder, model, params, id2label=list(classes))
+    saved_model.write_meta(
+        folder,
+        kind="audio",
+        classes=classes,
+        protocol=protocol,
+        data_fingerprint=data_fingerprint,
+        audio=audio,
+        feature_cache=os.path.abspath(feature_cache) if feature_cache else None,
+    )
 
 
-def load_audio_teacher(folder: str, *, dtype=None):
-    """Loads what `save_audio_teacher` wrote.
+def _eval_batches(items: Iterable[tuple[int, np.ndarray]], rows: int) -> Iterator[dict]:
+    """Batches of `rows` rows from (index, features) pairs, the last one padded (mask 0,
+    index -1), so every batch has the one shape that compiles."""
+    items = iter(items)
+    while group := list(itertools.islice(items, rows)):
+        x = np.stack([f for _, f in group])
+        pad = rows - len(group)
+        yield {
+            "input_values": np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]),
+            "mask": (np.arange(rows) < len(group)).astype(np.int32),
+            "index": np.array([i for i, _ in group] + [-1] * pad, np.int32),
+        }
 
-    Args:
-      folder: the `params/` folder of a finished teacher_audio workdir.
-      dtype: compute dtype override (None: the one it was trained with).
 
-    Returns:
-      (model, params, meta); meta holds `classes`, `max_length`, `num_mel_bins`, `stats`.
+class AudioPredictor(saved_model.Predictor):
+    """A saved audio teacher: logits and probabilities of waveforms or wav files.
 
-    Raises:
-      UserError: the folder is not a finished audio-teacher export.
+    Attributes:
+      model, params: the AST and its params, exactly as saved (head included).
+      audio: the preprocessing settings of mh3.json.
+      batch_size: examples per forward pass, rounded up to a multiple of the local devices
+        (default PER_DEVICE_BATCH per device).
     """
-    path = os.path.join(folder, "model.json")
-    if not os.path.exists(path):
-        raise UserError(
-            f"{folder}: no model.json; run the teacher_audio stage first (it writes params/)"
-        )
-    meta = files.read_json(path)
-    if meta.get("kind") != "audio_teacher":
-        raise UserError(f"{folder}: model.json is not an audio-teacher export ({meta.get('kind')})")
-    model = ASTClassifier(ASTConfig(**meta["config"]), dtype=dtype or DTYPES[meta["dtype"]])
-    x = jnp.zeros((1, model.config.max_length, model.config.num_mel_bins), jnp.float32)
-    template = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), {"input_values": x}))
-    with open(os.path.join(folder, "params.msgpack"), "rb") as f:
-        params = serialization.msgpack_restore(f.read())
-    if jax.tree.map(lambda a: a.shape, params) != jax.tree.map(
-        lambda a: a.shape, template["params"]
-    ):
-        raise UserError(f"{folder}: params.msgpack does not match model.json; re-run the stage")
-    meta["stats"] = feats.load_stats(os.path.join(folder, "stats.json"))
-    return model, params, meta
 
-
-def forward_fn(model: ASTClassifier):
-    """A jitted `(params, input_values) -> float32 logits` in eval mode (no dropout)."""
-
-    @jax.jit
-    def forward(params, x):
-        logits, _ = model.apply({"params": params}, {"input_values": x}, train=False)
-        return logits.astype(jnp.float32)
-
-    return forward
-
-
-def predict(
-    folder: str, dataset, wav_dir: str, *, batch_size: int, cache_dir: str | None = None
-) -> np.ndarray:
-    """The teacher's logits for every example of `dataset`, row i = example with index i.
-
-    Args:
-      folder: an export written by `save_audio_teacher`.
-      dataset: a mh3.data.Dataset (all splits; global order).
-      wav_dir: the folder with `Sample_{i}.wav` for every example.
-      batch_size: examples per forward pass (the last batch is padded, so one shape compiles).
-      cache_dir: fbank cache folder; None reuses the teacher's own cache when it still exists.
-
-    Returns:
-      float32 array (N, C), N = len(dataset.examples), C = number of classes.
-
-    Raises:
-      UserError: the export is missing, the classes differ, or a wav is missing.
-    """
-    model, params, meta = load_audio_teacher(folder)
-    if list(dataset.classes) != list(meta["classes"]):
-        raise UserError(
-            f"{folder}: the teacher was trained on classes {meta['classes']}, the dataset has "
-            f"{list(dataset.classes)}; train the audio teacher on this dataset"
-        )
-    if cache_dir is None and meta.get("feature_cache") and os.path.isdir(meta["feature_cache"]):
-        cache_dir = meta["feature_cache"]
-    examples = sorted(dataset.examples, key=lambda e: e.index)
-    x = load_features(
-        examples, wav_dir, cache_dir,
-        max_length=meta["max_length"], num_mel_bins=meta["num_mel_bins"],
-    )  # fmt: skip
-    x = feats.normalize(x, meta["stats"])
-    forward = forward_fn(model)
-    out = np.zeros((len(examples), len(meta["classes"])), np.float32)
-    for start in range(0, len(examples), batch_size):
-        chunk = x[start : start + batch_size]
-        n = len(chunk)
-        if n < batch_size:
-            chunk = np.concatenate(
-                [chunk, np.zeros((batch_size - n, *chunk.shape[1:]), chunk.dtype)]
+    def __init__(self, folder: str, meta: dict, *, batch_size: int | None = None):
+        super().__init__(folder, meta)
+        self.audio = meta["audio"]
+        if self.audio["sample_rate"] != feats.SAMPLE_RATE or self.audio["fbank"] != FBANK:
+            raise UserError(
+                f"{folder}: the model was trained on fbank features made with other settings "
+                f"({self.audio['sample_rate']} Hz, {self.audio['fbank']}) than this mh3 "
+                "computes; use the mh3 version that trained it or retrain"
             )
-        out[start : start + n] = np.asarray(forward(params, chunk))[:n]
-    rows = np.array([e.index for e in examples])
-    result = np.zeros_like(out)
-    result[rows] = out
-    return result
+        self.model, self.params = weights.from_hf(folder)
+        config = self.model.config
+        shape = (config.max_length, config.num_mel_bins, config.num_labels)
+        if shape != (self.audio["max_length"], self.audio["num_mel_bins"], len(self.classes)):
+            raise UserError(
+                f"{folder}: config.json (max_length, num_mel_bins, labels) {shape} does not "
+                "match mh3.json; the folder was changed after saving, retrain or re-save it"
+            )
+        self.batch_size = batch_size or PER_DEVICE_BATCH * parallel.device_count()
+
+    def _normalise(self, fbank: np.ndarray) -> np.ndarray:
+        return feats.normalize(fbank, self.audio)
+
+    def _fbank(self, item) -> np.ndarray:
+        """Normalised features of one waveform (16 kHz) or audio file (any rate)."""
+        if isinstance(item, (str, os.PathLike)):
+            wave = feats.load_audio(os.fspath(item))  # mono, resampled to 16 kHz
+        else:
+            wave = np.asarray(item, np.float32)
+            if wave.ndim != 1:
+                raise ValueError(
+                    f"a waveform must be 1-D (samples at 16 kHz), got shape {wave.shape}"
+                )
+        x = feats.fbank(
+            wave, num_mel_bins=self.audio["num_mel_bins"], max_length=self.audio["max_length"]
+        )
+        return self._normalise(x)
+
+    def _run(self, items: Iterable[tuple[int, np.ndarray]], n: int) -> np.ndarray:
+        """(n, C) logits of (index, normalised features) pairs covering indices 0..n-1."""
+        if n == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        devices = parallel.device_count()
+        rows = -(-self.batch_size // devices) * devices
+        return loop.predict_logits(
+            self.model.apply,
+            {"params": self.params},
+            _eval_batches(items, rows),
+            n,
+            ("input_values",),
+        )
+
+    def logits(self, inputs: Sequence) -> np.ndarray:
+        """float32 (N, C) logits, row i for input i.
+
+        Args:
+          inputs: a list of waveforms (1-D float arrays at 16 kHz) or audio file paths (any
+            sample rate: read mono and resampled to 16 kHz, as the training pipeline does).
+        """
+        if isinstance(inputs, (str, os.PathLike)) or getattr(inputs, "ndim", 0) == 1:
+            raise ValueError("pass a list of waveforms or paths (one input: a list of one)")
+        inputs = list(inputs)
+        return self._run(((i, self._fbank(x)) for i, x in enumerate(inputs)), len(inputs))
+
+    def logits_examples(
+        self, examples: Sequence, wav_dir: str, cache_dir: str | None = None
+    ) -> np.ndarray:
+        """float32 (N, C) logits of a dataset's examples, row i = the example with index i.
+
+        Args:
+          examples: all examples of a dataset (indices 0..N-1, in any order).
+          wav_dir: the folder with `Sample_{index}.wav` for every example.
+          cache_dir: fbank cache folder; None reuses the one recorded in mh3.json while it
+            exists (else features are computed without caching).
+
+        Raises:
+          UserError: a wav is missing or belongs to other data (see `check_wavs`).
+        """
+        if sorted(e.index for e in examples) != list(range(len(examples))):
+            raise ValueError("logits_examples needs a dataset's examples with indices 0..N-1")
+        recorded = self.meta["feature_cache"]
+        if cache_dir is None and recorded and os.path.isdir(recorded):
+            cache_dir = recorded
+        paths = check_wavs(examples, wav_dir)
+        settings = dict(
+            num_mel_bins=self.audio["num_mel_bins"], max_length=self.audio["max_length"]
+        )
+        items = (
+            (e.index, self._normalise(feats.cached_fbank(path, cache_dir, **settings)))
+            for e, path in zip(examples, paths, strict=True)
+        )
+        return self._run(items, len(examples))
+
+
+def load_predictor(folder: str, meta: dict) -> AudioPredictor:
+    """The saved audio teacher in `folder` (`mh3.load` calls this for kind `audio`)."""
+    return AudioPredictor(folder, meta)

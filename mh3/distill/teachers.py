@@ -94,9 +94,13 @@ def predict_emotion(results: dict, dataset: data.Dataset, *, batch_size: int) ->
 
 
 def predict_audio(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    from mh3.audio import teacher
+    """(N, C) logits of a saved audio teacher (mh3.audio.teacher) for every example."""
+    import mh3
 
-    return teacher.predict(results["params"], dataset, results["wav_dir"], batch_size=batch_size)
+    predictor = mh3.load(results["model"])
+    predictor.check_classes(dataset.classes, f"dataset {dataset.name}")
+    predictor.batch_size = batch_size  # examples per forward pass, as for the other teachers
+    return predictor.logits_examples(dataset.examples, results["wav_dir"])
 
 
 # Teacher kind -> (stage results, dataset, batch_size) -> (N, C) logits in global order.

@@ -1,27 +1,41 @@
-"""The audio-teacher stage: fine-tune an AST on the spoken posts and export it (SPEC Stage 3).
+"""The audio-teacher stage: fine-tune an AST on the spoken posts (SPEC Stage 3).
 
-Finds the wavs (config.audio.wav_dir, or the tts stage's, running that stage first when files
-are missing), computes the fbank features (cached per file), the normalisation statistics of
-the splits the protocol allows, loads the checkpoint with `from_hf` (layers, heads, dropout,
-max_length and the position-table rule from config.model), trains with mh3.train.loop
-(Adam, reduce-on-plateau and the paper's early stopping on the validation loss), evaluates val
-and test, and writes `params/` (mh3.audio.teacher) for the student stage.
+Wiring only: finds the wavs (config.audio.wav_dir, or the tts stage's, running that stage first
+when files are missing), normalises their fbank features with statistics of the splits the
+protocol allows (mh3.audio.teacher), loads the checkpoint with `from_hf` (layers, heads,
+dropout, max_length and the position-table rule from config.model) and hands the task to
+mh3.train.recipe, which trains, evaluates val and test and writes `<workdir>/model/`: an
+ASTForAudioClassification folder plus mh3.json with the preprocessing (`mh3.load` reads it).
 """
 
 import functools
 import os
+import shutil
+import tempfile
 
-import jax
 import ml_collections
-import numpy as np
 from absl import logging
 
 from mh3 import data, stages, weights
-from mh3.audio import features as feats
 from mh3.audio import teacher
 from mh3.errors import UserError
-from mh3.train import checkpoints, export, loop, optim, parallel, steps
-from mh3.train import state as state_lib
+from mh3.train import recipe
+
+TINY_RANDOM = "tiny-random"
+
+
+def check_config(config) -> None:
+    """Raises a UserError naming the key of a setting this stage cannot use."""
+    if config.model.compute_dtype not in teacher.DTYPES:
+        raise UserError(
+            f"config model.compute_dtype={config.model.compute_dtype!r}; "
+            f"choose one of {list(teacher.DTYPES)}"
+        )
+    splits = tuple(config.audio.stats_splits)
+    if not splits or set(splits) - set(data.SPLITS):
+        raise UserError(
+            f"config audio.stats_splits={splits}; use splits of {data.SPLITS} (clean: train only)"
+        )
 
 
 def tts_config(config) -> ml_collections.ConfigDict:
@@ -55,22 +69,42 @@ def find_wavs(config, workdir: str, ds) -> tuple[str, dict | None]:
     return wav_dir, results
 
 
-def checkpoint(config, workdir: str) -> str:
-    """The checkpoint to fine-tune; `tiny-random` is written into the workdir first."""
-    if config.model.name != teacher.TINY_RANDOM:
+def checkpoint(config, workdir: str, seed: int) -> str:
+    """The checkpoint to fine-tune: config.model.name, or for `tiny-random` a small RANDOMLY
+    INITIALISED HF AST (config.model.tiny) written into the workdir once, from `seed`.
+
+    The tiny one is not a pretrained model: it stands in for the AudioSet AST where no model
+    hub can be reached, so the pipeline runs offline end to end. It is an HF folder
+    (config.json + model.safetensors) so it goes through the same `from_hf` path,
+    position-table adaptation included.
+    """
+    if config.model.name != TINY_RANDOM:
         return config.model.name
-    tiny = config.model.tiny
     logging.warning("model=tiny-random: a RANDOMLY INITIALISED AST (demo only, not pretrained)")
-    return teacher.make_tiny_random(
-        os.path.join(workdir, "tiny_random_ast"),
-        hidden_size=tiny.hidden_size,
-        num_hidden_layers=tiny.num_hidden_layers,
-        num_attention_heads=tiny.num_attention_heads,
-        intermediate_size=tiny.intermediate_size,
-        max_length=tiny.max_length,
-        num_mel_bins=config.audio.num_mel_bins,
-        seed=config.seed,
-    )
+    folder = os.path.join(workdir, "tiny_random_ast")
+    if os.path.exists(os.path.join(folder, "config.json")):
+        return folder
+    import torch  # only this demo path needs torch
+    import transformers as hf
+
+    torch.manual_seed(seed)
+    hf_config = hf.ASTConfig(**config.model.tiny, num_mel_bins=config.audio.num_mel_bins)
+    model = hf.ASTForAudioClassification(hf_config).eval()
+    with torch.no_grad():
+        # HF starts the CLS/distillation tokens and the position table at zero; random values
+        # make the demo exercise what a pretrained table goes through (resample or zeros).
+        for name, p in model.named_parameters():
+            if "token" in name or "position" in name:
+                p.normal_(0.0, hf_config.initializer_range)
+    os.makedirs(workdir, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".tiny-ast-", dir=workdir)
+    try:
+        model.save_pretrained(tmp)
+        os.replace(tmp, folder)  # a half-written folder is never seen under the final name
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    logging.info("wrote a randomly initialised tiny AST (demo only, not pretrained) to %s", folder)
+    return folder
 
 
 def overrides(config) -> dict:
@@ -87,98 +121,39 @@ def overrides(config) -> dict:
 
 
 def run(config, workdir: str) -> dict:
-    if config.model.compute_dtype not in export.DTYPES:
-        raise UserError(
-            f"config model.compute_dtype={config.model.compute_dtype!r}; "
-            f"choose one of {list(export.DTYPES)}"
-        )
-    unknown = set(config.audio.stats_splits) - set(data.SPLITS)
-    if unknown or not config.audio.stats_splits:
-        raise UserError(
-            f"config audio.stats_splits={tuple(config.audio.stats_splits)}; use splits of "
-            f"{data.SPLITS} (clean: train only)"
-        )
+    """Trains and saves the audio teacher; returns the results.json content (module docstring)."""
+    check_config(config)
     ds = data.load_dataset(config.data)
-    classes = list(ds.classes)
-    n_dev = parallel.device_count() * parallel.process_count()
-    for key in ("batch_size", "eval_batch_size"):
-        if config.data[key] % n_dev:
-            raise UserError(f"config data.{key}={config.data[key]} must be a multiple of {n_dev}")
-
+    keys = recipe.keys(config.seed)
+    init_seed = recipe.key_seed(keys["init"])  # the tiny-random weights and the new head
     wav_dir, tts_results = find_wavs(config, workdir, ds)
-    cache_dir = config.audio.cache_dir or os.path.join(workdir, "features")
-    x = teacher.load_features(
-        ds.examples, wav_dir, cache_dir,
-        max_length=config.audio.max_length, num_mel_bins=config.audio.num_mel_bins,
+    audio = config.audio
+    cache_dir = audio.cache_dir or os.path.join(workdir, "features")
+    x, stats = teacher.normalised_features(
+        ds.examples, wav_dir, cache_dir, max_length=audio.max_length,
+        num_mel_bins=audio.num_mel_bins, stats_splits=audio.stats_splits,
     )  # fmt: skip
-    split_of = np.array([e.split for e in ds.examples])
-    stats = feats.compute_stats(x[np.isin(split_of, config.audio.stats_splits)])
-    logging.info(
-        "fbank stats over %s: mean %.4f std %.4f",
-        "+".join(config.audio.stats_splits), stats["mean"], stats["std"],
-    )  # fmt: skip
-    x = feats.normalize(x, stats)
-    labels = np.array([e.label for e in ds.examples], np.int32)
-    indices = np.array([e.index for e in ds.examples], np.int32)
-    rows = {s: np.flatnonzero(split_of == s) for s in data.SPLITS}
-
     model, params = weights.from_hf(
-        checkpoint(config, workdir),
-        num_labels=len(classes),
-        seed=config.seed,
-        dtype=export.DTYPES[config.model.compute_dtype],
+        checkpoint(config, workdir, init_seed),
+        num_labels=len(ds.classes),
+        seed=init_seed,
+        dtype=teacher.DTYPES[config.model.compute_dtype],
         **overrides(config),
     )
-    proc = dict(process_index=parallel.process_index(), process_count=parallel.process_count())
-    steps_per_epoch = data.num_batches(
-        len(rows["train"]), config.data.batch_size, proc["process_count"]
-    )
-    total = config.train.num_steps or config.train.epochs * steps_per_epoch
-    tx = optim.make(config.optim, max(total // config.optim.accumulate_steps, 1))
-    state = state_lib.create(
-        model.apply, params, tx, jax.random.PRNGKey(config.seed), optim.plateau(config.optim)
-    )
-
-    def split_batches(split, train, epoch=0):
-        size = config.data.batch_size if train else config.data.eval_batch_size
-        return teacher.batches(x, labels, indices, size, rows=rows[split], train=train,
-                               seed=config.seed, epoch=epoch, **proc)  # fmt: skip
-
-    final, history = loop.fit(
-        state,
-        loss_fn=steps.classification_loss,
-        train_batches=lambda epoch: split_batches("train", True, epoch),
-        steps_per_epoch=steps_per_epoch,
-        val_batches=(lambda: split_batches("val", False)) if len(rows["val"]) else None,
-        train_config=config.train,
-        workdir=workdir,
-        fingerprint=checkpoints.fingerprint(config),
-        class_names=classes,
-    )
-
-    p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=steps.classification_loss))
-    pstate = parallel.replicate(final)
-    results = {
-        "data": ds.summary(),
-        "data_fingerprint": ds.fingerprint,
-        "synthetic_data": ds.synthetic,
-        "random_init_model": config.model.name == teacher.TINY_RANDOM,
-        "wav_dir": wav_dir,
-        "stats": stats,
-        "history": history,
-    }
+    save = functools.partial(
+        teacher.save, model=model, classes=ds.classes, protocol=config.protocol,
+        data_fingerprint=ds.fingerprint, feature_cache=cache_dir,
+        audio=teacher.audio_settings(audio, stats),
+    )  # fmt: skip
+    task = teacher.task(
+        model, params, x, ds, batch_size=config.data.batch_size,
+        eval_batch_size=config.data.eval_batch_size, seed=config.seed, save=save,
+    )  # fmt: skip
+    _, results = recipe.train(config, workdir, task, rng=keys["dropout"])
+    results.update(
+        data=ds.summary(), data_fingerprint=ds.fingerprint, synthetic_data=ds.synthetic,
+        random_init_model=config.model.name == TINY_RANDOM, wav_dir=wav_dir, stats=stats,
+    )  # fmt: skip
     if tts_results is not None:
         results["tts_workdir"] = tts_results["workdir"]
-    sizes = {s: len(rows[s]) for s in ("val", "test")}
-    results.update(
-        loop.report_splits(
-            pstate, p_eval, lambda s: split_batches(s, False), sizes, classes, workdir, ds.name
-        )
-    )
-    params_dir = os.path.join(workdir, "params")
-    if parallel.process_index() == 0:
-        teacher.save_audio_teacher(
-            params_dir, model, final.params, classes=classes, stats=stats, feature_cache=cache_dir
-        )
-    results["params"] = params_dir
     return results
