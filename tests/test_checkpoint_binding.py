@@ -26,7 +26,7 @@ def _config(tiny_bert, **overrides):
 
 
 def _params(workdir) -> bytes:
-    return (workdir / "params" / "params.msgpack").read_bytes()
+    return (workdir / "model" / "model.safetensors").read_bytes()
 
 
 @pytest.fixture(scope="module")

@@ -244,6 +244,7 @@ def test_registry_names():
         "sad_stressor",
         "deptweet",
         "idendep",
+        "twitsuicide",
         "csv",
         "jsonl",
         "demo",

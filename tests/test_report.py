@@ -34,3 +34,13 @@ def test_mean_and_sample_std_over_runs_and_plain_values_for_one_run(tmp_path):
         read = list(csv.DictReader(f))
     assert [r["model"] for r in read] == ["student"] * 6 + ["text"] * 2
     assert list(read[0]) == report.columns(CLASSES)
+
+
+def test_paper_protocol_reports_the_population_std():
+    rows = []
+    for run, acc in enumerate((0.70, 0.80, 0.90)):
+        rows += report.rows_for(run, run, "student", _results(acc), CLASSES)
+    sample = report.summarize(rows, "student", CLASSES)["test_std"]["accuracy"]
+    population = report.summarize(rows, "student", CLASSES, ddof=0)["test_std"]["accuracy"]
+    assert sample == np.std([0.7, 0.8, 0.9], ddof=1)
+    assert population == np.std([0.7, 0.8, 0.9]) and population < sample

@@ -1,5 +1,6 @@
 """The student pipeline: cached teacher soft labels, and a killed pipeline that resumes exactly."""
 
+import csv
 import functools
 import json
 import os
@@ -139,7 +140,7 @@ def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, whole, tmp_path):
 
     killed = tmp_path / "killed"
     args = pipeline_args(tiny_bert, killed)
-    text_done = killed / "teachers" / "text-run0" / "results.json"
+    text_done = killed / "teachers" / "text" / "results.json"
     # Kill 1: the text teacher is finished and the emotion teacher is being built.
     assert run_until(args, text_done)
     assert not (killed / "results.json").exists()
@@ -158,3 +159,40 @@ def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, whole, tmp_path):
     report = (killed / "report.md").read_text()
     assert report == (whole / "report.md").read_text().replace(str(whole), str(killed))
     assert "SYNTHETIC" in report and "| student | 1 |" in report
+
+
+def _student_config(tiny_bert, **kw):
+    from configs import student
+
+    config = student.get_config(f"teachers=text,smoke,model={tiny_bert},text_model={tiny_bert}")
+    for c in (config, config.teacher_text):
+        c.data.bucketing = False  # one batch shape: fewer compiles
+    config.update(kw)
+    return config
+
+
+def test_teachers_are_trained_once_and_shared_by_the_student_runs(tiny_bert, tmp_path):
+    from mh3 import stages
+
+    results = stages.run_stage(_student_config(tiny_bert, runs=2), str(tmp_path / "a"))
+    teachers_dir = tmp_path / "a" / "teachers"
+    assert sorted(p.name for p in teachers_dir.iterdir()) == ["text"]
+    rows = list(csv.DictReader(open(tmp_path / "a" / "results.csv")))
+    assert [(r["model"], r["seed"]) for r in rows if r["split"] == "test"] == [
+        ("text", "0"), ("student", "0"), ("student", "1"),
+    ]  # fmt: skip
+    assert results["test"]["runs"] == 2 and results["std_ddof"] == 1
+    assert "ddof=1" in (tmp_path / "a" / "report.md").read_text()
+    # Two more runs keep the finished ones (each run is bound to its seed, not the run count).
+    stamps = [os.path.getmtime(tmp_path / "a" / f"run{r}" / "run.json") for r in (0, 1)]
+    stages.run_stage(_student_config(tiny_bert, runs=3), str(tmp_path / "a"))
+    assert stamps == [os.path.getmtime(tmp_path / "a" / f"run{r}" / "run.json") for r in (0, 1)]
+    assert (tmp_path / "a" / "run2" / "model" / "mh3.json").exists()
+
+    # The option for teacher variance: every run trains its own teacher with seed + run.
+    stages.run_stage(_student_config(tiny_bert, runs=2, retrain_teachers=True), str(tmp_path / "b"))
+    seeds = [
+        json.loads((tmp_path / "b" / "teachers" / f"text-run{r}" / "config.json").read_text())
+        for r in (0, 1)
+    ]
+    assert [s["seed"] for s in seeds] == [0, 1]

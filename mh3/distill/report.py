@@ -43,8 +43,13 @@ def write_csv(path: str, rows: list[dict], classes) -> None:
     files.atomic_write(path, lambda tmp: open(tmp, "w").write(buf.getvalue()))
 
 
-def summarize(rows: list[dict], model: str, classes) -> dict:
-    """{split: mean metrics, f'{split}_std': standard deviations} of one model over runs."""
+def summarize(rows: list[dict], model: str, classes, ddof: int = 1) -> dict:
+    """{split: mean metrics, f'{split}_std': standard deviations} of one model over runs.
+
+    Args:
+      ddof: 1 = the sample standard deviation (clean protocol); 0 = the population one the
+        notebooks' `np.std` reported (paper protocol).
+    """
     out = {}
     for split in ("val", "test"):
         chosen = [r for r in rows if r["model"] == model and r["split"] == split]
@@ -53,16 +58,23 @@ def summarize(rows: list[dict], model: str, classes) -> dict:
         keys = [*METRICS, *(f"f1_{c}" for c in classes)]
         values = {k: np.array([r[k] for r in chosen], np.float64) for k in keys}
         out[split] = {k: float(v.mean()) for k, v in values.items()}
-        # Sample standard deviation (ddof=1) as papers report over seeds; 0 for a single run.
+        # No spread exists over a single run: 0 rather than NaN (ddof=1) or a fake 0 claim.
         out[f"{split}_std"] = {
-            k: float(v.std(ddof=1)) if len(v) > 1 else 0.0 for k, v in values.items()
+            k: float(v.std(ddof=ddof)) if len(v) > 1 else 0.0 for k, v in values.items()
         }
         out[split]["runs"] = len(chosen)
     return out
 
 
 def write_markdown(
-    path: str, rows: list[dict], models: list[str], classes, *, title: str, notes: list[str]
+    path: str,
+    rows: list[dict],
+    models: list[str],
+    classes,
+    *,
+    title: str,
+    notes: list[str],
+    ddof: int = 1,
 ) -> None:
     """report.md: one mean ± std table per split, models as rows, metrics as columns.
 
@@ -72,11 +84,11 @@ def write_markdown(
     lines = [f"# {title}", ""]
     lines += [f"- {n}" for n in notes]
     for split in ("test", "val"):
-        lines += ["", f"## {split} (mean ± std over runs, %)", ""]
+        lines += ["", f"## {split} (mean ± std over runs, ddof={ddof}, %)", ""]
         lines.append("| model | runs | " + " | ".join(keys) + " |")
         lines.append("|---|---|" + "---|" * len(keys))
         for model in models:
-            s = summarize(rows, model, classes)
+            s = summarize(rows, model, classes, ddof)
             if split not in s:
                 continue
             # A spread over one run does not exist; "± 0.00" would claim it does.

@@ -1,18 +1,20 @@
 """The student stage: the whole 3M-Health pipeline for N seeds, and its report (SPEC 4 and 5).
 
-For run r (seed = config.seed + r):
-1. each chosen teacher stage runs in `<teacher_workdir>/<kind>-run<r>` unless it already
-   finished there for the same config (it pulls what it needs itself: the audio teacher its
-   TTS stage, the emotion teacher its embedding table; those live in shared folders so the runs
-   reuse them);
+1. each chosen teacher stage runs once, with seed config.seed, in `<teacher_workdir>/<kind>`
+   unless it already finished there for the same config, and is shared by every student run,
+   as the paper ran it (`retrain_teachers`: run r trains its own, seed + r, in
+   `<kind>-run<r>`). A teacher pulls what it needs itself: the audio teacher its TTS stage,
+   the emotion teacher its embedding table; those live in shared folders;
 2. each teacher's logits for every example are computed once and cached in `soft_labels/`;
-3. the student is fine-tuned on CE + KD against the averaged teacher probabilities, in
-   `run<r>/` (resumable from its checkpoints), and evaluated on val and test.
+3. for run r (seed = config.seed + r) the student is fine-tuned on CE + KD against the
+   averaged teacher probabilities in `run<r>/` (resumable from its checkpoints), evaluated on
+   val and test, and saved in `run<r>/model/`.
 Finished runs are recorded in `run<r>/run.json` and not repeated, so a killed pipeline
 continues where it stopped. Selection uses validation only; test is only reported.
 """
 
 import copy
+import functools
 import hashlib
 import os
 
@@ -61,45 +63,15 @@ def teacher_config(config, kind: str, seed: int, teacher_root: str):
 
 
 def run(config, workdir: str) -> dict:
-    kinds = [k for k in config.teachers.split("+") if k and k != "none"]
-    weights = tuple(config.kd.teacher_weights) or None
-    if weights is not None and len(weights) != len(kinds):
-        raise UserError(
-            f"config kd.teacher_weights has {len(weights)} values for {len(kinds)} teachers "
-            f"({config.teachers}); give one per teacher or ()"
-        )
-    if config.runs < 1:
-        raise UserError(f"config runs={config.runs}; at least 1")
+    kinds, weights = _check(config)
     prep = data.prepare(config.data)
-    ds = prep.dataset
-    classes = list(ds.classes)
-    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
-    cache_dir = os.path.join(workdir, "soft_labels")
-    rows, notes = [], []
-    if ds.synthetic:
-        notes.append("data: the embedded demo dataset is SYNTHETIC (our own generated posts)")
-
+    classes = list(prep.dataset.classes)
+    rows = []
     for r in range(config.runs):
         seed = config.seed + r
-        logits = []
-        for kind in kinds:
-            sub = teacher_config(config, kind, seed, teacher_root)
-            name = f"{kind}-run{r}"
-            logging.info("run %d: teacher %s", r, kind)
-            res = stages.run_stage(sub, os.path.join(teacher_root, name))
-            rows += report.rows_for(r, seed, kind, res, classes)
-            predict = teachers.PREDICTORS[kind]
-            logits.append(
-                teachers.soft_labels(
-                    name,
-                    res["model"],
-                    ds,
-                    lambda res=res, predict=predict: predict(
-                        res, ds, batch_size=config.predict_batch_size
-                    ),
-                    cache_dir,
-                )
-            )
+        if r == 0 or config.retrain_teachers:
+            teacher_rows, logits = _teachers(config, kinds, r, prep.dataset, workdir)
+            rows += teacher_rows
         run_dir = os.path.join(workdir, f"run{r}")
         done = os.path.join(run_dir, "run.json")
         fp = _run_fingerprint(config, seed, logits)
@@ -111,8 +83,49 @@ def run(config, workdir: str) -> dict:
             result["config_hash"] = key
             files.write_json(done, result)
         rows += report.rows_for(r, seed, "student", result, classes)
+    return _report(config, workdir, prep.dataset, kinds, rows)
 
-    models = [*kinds, "student"]
+
+def _check(config) -> tuple[list[str], tuple | None]:
+    """The teacher kinds and weights, after checking `runs` and `kd.teacher_weights`."""
+    kinds = [k for k in config.teachers.split("+") if k and k != "none"]
+    weights = tuple(config.kd.teacher_weights) or None
+    if weights is not None and len(weights) != len(kinds):
+        raise UserError(
+            f"config kd.teacher_weights has {len(weights)} values for {len(kinds)} teachers "
+            f"({config.teachers}); give one per teacher or ()"
+        )
+    if config.runs < 1:
+        raise UserError(f"config runs={config.runs}; at least 1")
+    return kinds, weights
+
+
+def _teachers(config, kinds, r: int, ds, workdir: str) -> tuple[list[dict], list[np.ndarray]]:
+    """Trains (or finds) each teacher and returns its report rows and its cached soft labels.
+
+    As in the paper, teachers are trained once (seed = config.seed, in `<kind>/`) and shared by
+    every student run; with `retrain_teachers` run r trains its own (seed + r, `<kind>-run<r>`).
+    """
+    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
+    seed = config.seed + r if config.retrain_teachers else config.seed
+    rows, logits = [], []
+    for kind in kinds:
+        name = f"{kind}-run{r}" if config.retrain_teachers else kind
+        logging.info("run %d: teacher %s", r, name)
+        sub = teacher_config(config, kind, seed, teacher_root)
+        res = stages.run_stage(sub, os.path.join(teacher_root, name))
+        rows += report.rows_for(r, seed, kind, res, list(ds.classes))
+        predict = functools.partial(
+            teachers.PREDICTORS[kind], res, ds, batch_size=config.predict_batch_size
+        )
+        cache = os.path.join(workdir, "soft_labels")
+        logits.append(teachers.soft_labels(name, res["model"], ds, predict, cache))
+    return rows, logits
+
+
+def _report(config, workdir: str, ds, kinds, rows) -> dict:
+    """results.csv, curves_student.png and report.md over the runs; the stage's results."""
+    classes = list(ds.classes)
     report.write_csv(os.path.join(workdir, "results.csv"), rows, classes)
     report.plot_curves(
         os.path.join(workdir, "curves_student.png"),
@@ -121,6 +134,9 @@ def run(config, workdir: str) -> dict:
     )
     summary = ds.summary()
     test_counts = summary["per_class"]["test"]
+    shared = f"trained once (seed {config.seed}) and shared by every student run"
+    notes = ["data: the embedded demo dataset is SYNTHETIC (our own generated posts)"]
+    notes = notes if ds.synthetic else []
     notes += [
         f"chance on test: {100 / len(classes):.2f}% accuracy guessing uniformly, "
         f"{100 * max(test_counts.values()) / max(sum(test_counts.values()), 1):.2f}% always "
@@ -129,6 +145,9 @@ def run(config, workdir: str) -> dict:
         f"{summary['test']} test), classes {classes}",
         f"teachers: {config.teachers}; student: {config.model.name}; protocol: {config.protocol}; "
         f"runs: {config.runs} (seeds {config.seed}..{config.seed + config.runs - 1})",
+        f"teachers {'retrained in every run (seed + run)' if config.retrain_teachers else shared}",
+        f"± is the standard deviation over runs with ddof={config.std_ddof} "
+        + ("(population, as the notebooks' np.std)" if config.std_ddof == 0 else "(sample)"),
         "model choice and any early stopping use validation only; test is reported, never chosen on",
         "confusion matrix of run 0's student: run0/confusion_test.png; curves: curves_student.png",
     ]
@@ -139,13 +158,15 @@ def run(config, workdir: str) -> dict:
         )
     report_path = os.path.join(workdir, "report.md")
     report.write_markdown(
-        report_path, rows, models, classes, title=f"3M-Health student on {ds.name}", notes=notes
-    )
+        report_path, rows, [*kinds, "student"], classes, title=f"3M-Health student on {ds.name}",
+        notes=notes, ddof=config.std_ddof,
+    )  # fmt: skip
     print(f"report: {report_path}")
     return {
         "data": summary,
-        **report.summarize(rows, "student", classes),
-        "teachers": {k: report.summarize(rows, k, classes) for k in kinds},
+        **report.summarize(rows, "student", classes, config.std_ddof),
+        "std_ddof": config.std_ddof,
+        "teachers": {k: report.summarize(rows, k, classes, config.std_ddof) for k in kinds},
         "report": report_path,
         "results_csv": os.path.join(workdir, "results.csv"),
     }
