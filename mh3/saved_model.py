@@ -13,27 +13,30 @@ id2label, model.safetensors, tokenizer files with the added tokens), loadable wi
 `AutoModelForSequenceClassification` and `AutoTokenizer`; the audio teacher an
 `ASTForAudioClassification` folder; the emotion teacher mh3's own files (it has no HF class).
 
-`load(folder)` reads any of them back as a `Predictor`; each kind's module provides
-`load_predictor(folder, meta)`.
+`load(folder)` reads any of them back as a `Predictor` of the kind's class (KINDS).
 """
 
+import dataclasses
 import importlib
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
-from mh3 import __version__, files
+from mh3 import __version__, data, files
 from mh3.errors import UserError
+from mh3.train import loop, parallel
 
 FORMAT = "mh3-saved-model"
 FORMAT_VERSION = 1
 META = "mh3.json"
-# kind -> the module that writes and reads it (imported only when that kind is loaded).
+# What a text kind's inputs went through before tokenisation (SPEC Stage 0); in mh3.json.
+PREPROCESSING = "mh3.data.preprocess: de-identify URLs/emails/users, keep emojis, lower-case"
+# kind -> (module, Predictor class) that writes and reads it (imported only when loaded).
 KINDS = {
-    "text": "mh3.train.export",
-    "audio": "mh3.audio.teacher",
-    "emotion": "mh3.weights.mmemog",
+    "text": ("mh3.train.export", "TextPredictor"),
+    "audio": ("mh3.audio.teacher", "AudioPredictor"),
+    "emotion": ("mh3.weights.mmemog", "EmotionPredictor"),
 }
 
 
@@ -93,15 +96,30 @@ def read_meta(folder: str) -> dict:
 class Predictor:
     """A loaded model: `predict(inputs) -> (N, C)` class probabilities, row i for input i.
 
-    Subclasses implement `logits(inputs)`; inputs are raw texts for text kinds, and waveforms
-    or wav paths for audio. The training-time preprocessing is applied inside.
+    Subclasses load the model, call `_set_model`, and implement `logits(inputs)`; inputs are
+    raw texts for text kinds, and waveforms or wav paths for audio. The training-time
+    preprocessing is applied inside. Forward passes are jitted and pmapped over every local
+    device, compiled once per batch shape for the predictor's lifetime.
     """
 
-    def __init__(self, folder: str, meta: dict):
+    def __init__(self, folder: str, meta: dict, batch_size: int | None = None):
         self.folder = folder
         self.meta = meta
         self.classes = tuple(meta["classes"])
         self.kind = meta["kind"]
+        # Whole batches split evenly over the local devices (pmap needs equal shares).
+        n_dev = parallel.device_count()
+        self.batch_size = -(-(batch_size or 32) // n_dev) * n_dev
+
+    def _set_model(self, apply_fn: Callable, variables, input_keys: tuple[str, ...]) -> None:
+        self._forward = loop.forward_fn(apply_fn, input_keys)
+        self._replicated = parallel.replicate(variables)
+
+    def _run(self, batches: Iterable[dict], n: int) -> np.ndarray:
+        """(n, C) logits of eval batches carrying `mask` and `index` (0..n-1)."""
+        if n == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        return loop.predict_logits(self._forward, self._replicated, batches, n)
 
     def logits(self, inputs) -> np.ndarray:  # pragma: no cover - every kind overrides it
         raise NotImplementedError
@@ -121,8 +139,50 @@ class Predictor:
             )
 
 
-def load(folder: str) -> Predictor:
-    """Loads any mh3 saved model as a Predictor (`predict(inputs)` -> probabilities)."""
+class TextPredictorBase(Predictor):
+    """The text kinds: raw texts -> `mh3.data.preprocess` -> the saved tokenizer -> logits.
+
+    Subclasses set `tokenizer`, `max_len` and `bucketed` (pad batches to a few lengths; False
+    for models that read a fixed max_len) and call `_set_model`.
+    """
+
+    tokenizer: data.Tokenizer
+    max_len: int
+    bucketed: bool = True
+
+    def logits(self, texts: Sequence[str]) -> np.ndarray:
+        """(N, C) float32 logits of raw texts, preprocessed exactly as in training."""
+        examples = [
+            data.Example(id=str(i), text=data.preprocess(t), raw=t, label=0, split="test", index=i)
+            for i, t in enumerate(texts)
+        ]
+        return self.logits_examples(examples)
+
+    def logits_examples(self, examples: Sequence[data.Example]) -> np.ndarray:
+        """(N, C) float32 logits of mh3.data examples (`text` already preprocessed); row i is
+        `examples[i]` (for a whole Dataset's examples: example index i)."""
+        if not examples:
+            return np.zeros((0, len(self.classes)), np.float32)
+        encoded = data.encode(self.tokenizer, examples, self.max_len)
+        # Rows by position, so any list of examples fits, not only a whole dataset.
+        encoded = dataclasses.replace(encoded, index=np.arange(len(examples), dtype=np.int32))
+        buckets = (
+            data.bucket_lengths(encoded.lengths, self.max_len, 6, 8) if self.bucketed else None
+        )
+        batches = data.batches(
+            encoded, self.batch_size, pad_id=self.tokenizer.pad_id, train=False, buckets=buckets
+        )
+        return self._run(batches, len(examples))
+
+
+def load(folder: str, *, batch_size: int | None = None) -> Predictor:
+    """Loads any mh3 saved model as a Predictor (`predict(inputs)` -> probabilities).
+
+    Args:
+      folder: a saved model (`<workdir>/model`).
+      batch_size: inputs per forward pass (rounded up to a multiple of the local devices);
+        None = the kind's default.
+    """
     meta = read_meta(folder)
-    module = importlib.import_module(KINDS[meta["kind"]])
-    return module.load_predictor(folder, meta)
+    module, name = KINDS[meta["kind"]]
+    return getattr(importlib.import_module(module), name)(folder, meta, batch_size=batch_size)

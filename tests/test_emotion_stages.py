@@ -127,7 +127,7 @@ def test_saved_teacher_predicts_its_held_out_probabilities(teacher_run):
     teacher = mh3.load(res["model"])
     np.testing.assert_allclose(teacher.predict(raw), want, atol=1e-5)
 
-    logits = teachers.predict_emotion(res, ds, batch_size=8)
+    logits = teachers.teacher_logits(res, ds, batch_size=8)
     assert logits.shape == (len(ds.examples), len(classes))
     index = [int(r["index"]) for r in rows]
     np.testing.assert_allclose(logits[index], teacher.logits(raw), rtol=1e-6, atol=1e-6)

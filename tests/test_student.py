@@ -40,7 +40,7 @@ def test_cached_soft_labels_equal_per_batch_forward(tiny_bert, demo, tmp_path):
 
     def predict():
         calls.append(1)
-        return teachers.predict_text({"model": folder}, demo, batch_size=8)
+        return teachers.teacher_logits({"model": folder}, demo, batch_size=8)
 
     cache = str(tmp_path / "soft_labels")
     logits = teachers.soft_labels("text", folder, demo, predict, cache)

@@ -158,7 +158,7 @@ def test_logits_examples_rows_follow_the_example_index(trained, tmp_path, monkey
     assert np.abs(expect - expect[::-1]).max() > 1e-4  # rows differ, so the order is checked
     assert len(os.listdir(cache)) == 12  # one cached fbank per wav
     # The student's soft labels: the same rows, through the stage's results.
-    soft = teachers.predict_audio(results, ds, batch_size=8)
+    soft = teachers.teacher_logits(results, ds, batch_size=8)
     np.testing.assert_allclose(soft, expect, atol=1e-5)
 
     # Without cache_dir, the feature cache recorded in mh3.json serves every example.

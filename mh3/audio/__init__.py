@@ -16,7 +16,7 @@ The AST teacher (`mh3.audio.teacher`): the task its stage trains, and its saved 
     x, stats = teacher.normalised_features(examples, wav_dir, cache_dir, max_length=,
                                            num_mel_bins=, stats_splits=("train",))
     teacher.task(model, params, x, dataset, batch_size=, eval_batch_size=, seed=, save=)
-    p = mh3.load("<workdir>/model")              # an AudioPredictor (teacher.load_predictor)
+    p = mh3.load("<workdir>/model")              # an AudioPredictor
     p.predict([wave_16k, "post.wav"])            # (N, C) probabilities, training preprocessing
     p.logits_examples(dataset.examples, wav_dir)  # (N, C) logits, row i = example index i
 """

@@ -12,7 +12,7 @@ settings (`FBANK`), and the normalisation `mean` and `std` (`(x - mean) / (2 * s
 mh3.audio.features.normalize) with the splits they came from. `feature_cache` records the fbank
 cache the stage filled, which `logits_examples` reuses while it exists.
 
-`load_predictor(folder, meta)` (what `mh3.load` calls for this kind) gives an `AudioPredictor`:
+`mh3.load(folder)` gives an `AudioPredictor` for this kind:
 `predict`/`logits` of waveforms or wav files, and `logits_examples`, a dataset's logits in
 global order, which the student turns into soft labels.
 """
@@ -30,7 +30,7 @@ from mh3.audio import features as feats
 from mh3.audio.tts import MANIFEST, text_hash, wav_name
 from mh3.data import SPLITS, batching
 from mh3.errors import UserError
-from mh3.train import loop, parallel, recipe
+from mh3.train import parallel, recipe
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # What mh3.audio.features.fbank computes (its module docstring), recorded in mh3.json so a
@@ -320,8 +320,8 @@ class AudioPredictor(saved_model.Predictor):
         (default PER_DEVICE_BATCH per device).
     """
 
-    def __init__(self, folder: str, meta: dict, *, batch_size: int | None = None):
-        super().__init__(folder, meta)
+    def __init__(self, folder: str, meta: dict, batch_size: int | None = None):
+        super().__init__(folder, meta, batch_size or PER_DEVICE_BATCH * parallel.device_count())
         self.audio = meta["audio"]
         if self.audio["sample_rate"] != feats.SAMPLE_RATE or self.audio["fbank"] != FBANK:
             raise UserError(
@@ -337,7 +337,7 @@ class AudioPredictor(saved_model.Predictor):
                 f"{folder}: config.json (max_length, num_mel_bins, labels) {shape} does not "
                 "match mh3.json; the folder was changed after saving, retrain or re-save it"
             )
-        self.batch_size = batch_size or PER_DEVICE_BATCH * parallel.device_count()
+        self._set_model(self.model.apply, {"params": self.params}, ("input_values",))
 
     def _normalise(self, fbank: np.ndarray) -> np.ndarray:
         return feats.normalize(fbank, self.audio)
@@ -357,20 +357,6 @@ class AudioPredictor(saved_model.Predictor):
         )
         return self._normalise(x)
 
-    def _run(self, items: Iterable[tuple[int, np.ndarray]], n: int) -> np.ndarray:
-        """(n, C) logits of (index, normalised features) pairs covering indices 0..n-1."""
-        if n == 0:
-            return np.zeros((0, len(self.classes)), np.float32)
-        devices = parallel.device_count()
-        rows = -(-self.batch_size // devices) * devices
-        return loop.predict_logits(
-            self.model.apply,
-            {"params": self.params},
-            _eval_batches(items, rows),
-            n,
-            ("input_values",),
-        )
-
     def logits(self, inputs: Sequence) -> np.ndarray:
         """float32 (N, C) logits, row i for input i.
 
@@ -381,7 +367,8 @@ class AudioPredictor(saved_model.Predictor):
         if isinstance(inputs, (str, os.PathLike)) or getattr(inputs, "ndim", 0) == 1:
             raise ValueError("pass a list of waveforms or paths (one input: a list of one)")
         inputs = list(inputs)
-        return self._run(((i, self._fbank(x)) for i, x in enumerate(inputs)), len(inputs))
+        items = ((i, self._fbank(x)) for i, x in enumerate(inputs))
+        return self._run(_eval_batches(items, self.batch_size), len(inputs))
 
     def logits_examples(
         self, examples: Sequence, wav_dir: str, cache_dir: str | None = None
@@ -410,9 +397,4 @@ class AudioPredictor(saved_model.Predictor):
             (e.index, self._normalise(feats.cached_fbank(path, cache_dir, **settings)))
             for e, path in zip(examples, paths, strict=True)
         )
-        return self._run(items, len(examples))
-
-
-def load_predictor(folder: str, meta: dict) -> AudioPredictor:
-    """The saved audio teacher in `folder` (`mh3.load` calls this for kind `audio`)."""
-    return AudioPredictor(folder, meta)
+        return self._run(_eval_batches(items, self.batch_size), len(examples))

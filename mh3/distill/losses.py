@@ -112,12 +112,23 @@ def student_loss(
 
 
 def make_student_loss(kd_config, teacher_weights: tuple[float, ...] | None = None):
-    """Binds `student_loss` to a config block with ce_weight, kd_weight, temperature, reduction."""
-    return functools.partial(
-        student_loss,
-        ce_weight=float(kd_config.ce_weight),
-        kd_weight=float(kd_config.kd_weight),
-        temperature=float(kd_config.temperature),
-        reduction=str(kd_config.reduction),
-        teacher_weights=None if teacher_weights is None else tuple(map(float, teacher_weights)),
+    """Binds `student_loss` to a config block with ce_weight, kd_weight, temperature, reduction.
+
+    Equal settings give the same function object, so the training loop's compiled steps
+    (cached per loss function) are reused by every student run of a pipeline.
+    """
+    return _bound_student_loss(
+        float(kd_config.ce_weight),
+        float(kd_config.kd_weight),
+        float(kd_config.temperature),
+        str(kd_config.reduction),
+        None if teacher_weights is None else tuple(map(float, teacher_weights)),
     )
+
+
+@functools.cache
+def _bound_student_loss(ce_weight, kd_weight, temperature, reduction, teacher_weights):
+    return functools.partial(
+        student_loss, ce_weight=ce_weight, kd_weight=kd_weight, temperature=temperature,
+        reduction=reduction, teacher_weights=teacher_weights,
+    )  # fmt: skip

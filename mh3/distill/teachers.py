@@ -17,22 +17,6 @@ import numpy as np
 from absl import logging
 
 from mh3 import data, files, saved_model
-from mh3.errors import UserError
-
-
-def predict_text(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    """(N, C) logits of a saved text teacher (`results['model']`) for every example."""
-    predictor = saved_model.load(results["model"])
-    predictor.check_classes(dataset.classes, f"dataset {dataset.name}")
-    return predictor.logits_examples(dataset.examples)
-
-
-def _check_classes(folder: str, classes, dataset: data.Dataset) -> None:
-    if list(classes) != list(dataset.classes):
-        raise UserError(
-            f"{folder}: teacher classes {list(classes)} differ from the dataset's "
-            f"{list(dataset.classes)}; retrain the teacher on this dataset"
-        )
 
 
 def _folder_hash(folder: str) -> str:
@@ -84,24 +68,10 @@ def soft_labels(
     return logits
 
 
-def predict_emotion(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    """(N, C) logits of a saved emotion teacher (`results['model']`) for every example."""
-    import mh3
-
-    teacher = mh3.load(results["model"])
+def teacher_logits(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
+    """(N, C) logits of a finished teacher stage's saved model (`results['model']`) for every
+    example of `dataset`, in global order; an audio teacher reads `results['wav_dir']`."""
+    teacher = saved_model.load(results["model"], batch_size=batch_size)
     teacher.check_classes(dataset.classes, f"dataset {dataset.name}")
-    return teacher.logits_examples(dataset.examples)
-
-
-def predict_audio(results: dict, dataset: data.Dataset, *, batch_size: int) -> np.ndarray:
-    """(N, C) logits of a saved audio teacher (mh3.audio.teacher) for every example."""
-    import mh3
-
-    predictor = mh3.load(results["model"])
-    predictor.check_classes(dataset.classes, f"dataset {dataset.name}")
-    predictor.batch_size = batch_size  # examples per forward pass, as for the other teachers
-    return predictor.logits_examples(dataset.examples, results["wav_dir"])
-
-
-# Teacher kind -> (stage results, dataset, batch_size) -> (N, C) logits in global order.
-PREDICTORS = {"text": predict_text, "emotion": predict_emotion, "audio": predict_audio}
+    where = (results["wav_dir"],) if teacher.kind == "audio" else ()
+    return teacher.logits_examples(dataset.examples, *where)

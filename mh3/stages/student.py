@@ -116,7 +116,7 @@ def _teachers(config, kinds, r: int, ds, workdir: str) -> tuple[list[dict], list
         res = stages.run_stage(sub, os.path.join(teacher_root, name))
         rows += report.rows_for(r, seed, kind, res, list(ds.classes))
         predict = functools.partial(
-            teachers.PREDICTORS[kind], res, ds, batch_size=config.predict_batch_size
+            teachers.teacher_logits, res, ds, batch_size=config.predict_batch_size
         )
         cache = os.path.join(workdir, "soft_labels")
         logits.append(teachers.soft_labels(name, res["model"], ds, predict, cache))

@@ -87,66 +87,55 @@ def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None
     return result
 
 
-def report_splits(
-    pstate, p_eval: Callable, batches: Callable, sizes: dict, class_names, workdir: str, title: str
-) -> dict:
-    """(Being replaced by mh3.train.recipe.held_out.) Held-out results of a trained model: val and test metrics (every metrics_lib value, no
-    per-row arrays), a confusion-matrix PNG per split, and one log line each.
-
-    Args:
-      batches: split name -> eval batches of that split.
-      sizes: split name -> number of examples; an empty split is left out.
-      title: what the PNG titles name (e.g. the dataset).
-    """
-    results = {}
-    for split in ("val", "test"):
-        if not sizes.get(split):
-            continue
-        out = evaluate(pstate, p_eval, batches(split), class_names)
-        results[split] = {k: v for k, v in out.items() if k not in PER_ROW}
-        png = os.path.join(workdir, f"confusion_{split}.png")
-        metrics_lib.plot_confusion(out["confusion_matrix"], class_names, png, f"{split} ({title})")
-        results[split]["confusion_png"] = png
-        logging.info(
-            "%s: accuracy %.4f f1_weighted %.4f", split, out["accuracy"], out["f1_weighted"]
-        )
-    return results
-
-
 def _forward(variables, batch, *, apply_fn, input_keys):
     inputs = {k: batch[k] for k in input_keys if k in batch}
     logits, _ = apply_fn(variables, inputs, train=False)
     return logits.astype(jnp.float32)
 
 
-def predict_logits(
-    apply_fn: Callable,
-    variables: dict,
-    batches: Iterable[dict],
-    n: int,
-    input_keys: tuple[str, ...],
-) -> np.ndarray:
-    """Runs a model over eval batches and returns (n, C) logits indexed by `batch['index']`.
+def forward_fn(apply_fn: Callable, input_keys: tuple[str, ...]) -> Callable:
+    """A pmapped eval-mode forward `(replicated variables, device batch) -> float32 logits`;
+    build it once per model and reuse it, so each batch shape compiles once."""
+    return parallel.pmap(functools.partial(_forward, apply_fn=apply_fn, input_keys=input_keys))
 
-    Rows with `mask == 0` (padding) are dropped. Every index in [0, n) must be covered.
+
+def predict_logits(forward: Callable, replicated, batches: Iterable[dict], n: int) -> np.ndarray:
+    """Runs `forward` (from `forward_fn`) over eval batches; (n, C) logits by `batch['index']`.
+
+    Args:
+      forward: the pmapped forward.
+      replicated: the model's variables, replicated over the local devices.
+      batches: host batches with `mask` and `index` (rows a multiple of the device count).
+      n: how many examples; every index in [0, n) must be covered.
+
+    Rows with `mask == 0` (padding) are dropped.
     """
-    forward = parallel.pmap(functools.partial(_forward, apply_fn=apply_fn, input_keys=input_keys))
-    replicated = parallel.replicate(variables)
-    pending, hosts = [], []
+    pending, rows = [], []
     for batch, host in parallel.prefetch(batches):
         pending.append(forward(replicated, batch))
-        hosts.append(host)
+        # Only what places the rows is kept, not the inputs, so memory stays per batch.
+        rows.append((np.asarray(host["mask"]) > 0, np.asarray(host["index"])))
     out = None
-    for logits, host in zip(parallel.to_host(pending), hosts, strict=True):
+    for logits, (keep, index) in zip(parallel.to_host(pending), rows, strict=True):
         logits = logits.reshape(-1, logits.shape[-1])
         if out is None:
             out = np.full((n, logits.shape[-1]), np.nan, np.float32)
-        keep = np.asarray(host["mask"]) > 0
-        out[np.asarray(host["index"])[keep]] = logits[keep]
+        out[index[keep]] = logits[keep]
     if out is None or np.isnan(out).any():
         missing = n if out is None else int(np.isnan(out).any(axis=1).sum())
         raise ValueError(f"{missing} of {n} examples got no prediction")
     return out
+
+
+@functools.cache
+def pmapped_steps(loss_fn: Callable) -> tuple[Callable, Callable]:
+    """(pmapped train_step, pmapped eval_step) for `loss_fn`, built once per process: jax
+    caches compiled code per function object, so every run with the same loss (the runs of a
+    pipeline, a rerun in the same process) reuses the steps compiled for the first."""
+    p_train = parallel.pmap(
+        functools.partial(steps.train_step, loss_fn=loss_fn), donate_argnums=(0,)
+    )
+    return p_train, parallel.pmap(functools.partial(steps.eval_step, loss_fn=loss_fn))
 
 
 def _better(metric: str, new: float, old: float | None) -> bool:
@@ -223,10 +212,7 @@ def fit(
         logging.info("resuming from checkpoint at step %d in %s", int(state.step), ckpt.directory)
     start = int(state.step)
     log = _Log(workdir, start)
-    p_train = parallel.pmap(
-        functools.partial(steps.train_step, loss_fn=loss_fn), donate_argnums=(0,)
-    )
-    p_eval = parallel.pmap(functools.partial(steps.eval_step, loss_fn=loss_fn))
+    p_train, p_eval = pmapped_steps(loss_fn)
     pstate = parallel.replicate(state)
     last_saved = ckpt.latest_step()
     pending: list = []

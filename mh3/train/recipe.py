@@ -15,7 +15,6 @@ device). Data order is numpy's, from (seed, epoch, process), as before.
 
 import csv
 import dataclasses
-import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -149,9 +148,7 @@ def train(
 def held_out(state: state_lib.TrainState, task: Task, workdir: str) -> dict:
     """Val and test results of a trained state: metrics, a confusion PNG per split and the
     test split's per-example predictions (`predictions_test.csv`), for classification tasks."""
-    p_eval = parallel.pmap(
-        functools.partial(steps.eval_step, loss_fn=task.eval_loss_fn or task.loss_fn)
-    )
+    _, p_eval = loop.pmapped_steps(task.eval_loss_fn or task.loss_fn)
     pstate = parallel.replicate(state)
     results = {}
     for split in ("val", "test"):

@@ -15,11 +15,10 @@ the teacher's tokenizer, MM-EMOG rows where the piece is in `vocab_map`, uniform
 drawn from seed 123 elsewhere (SPEC stage 3).
 
 The trained emotion teacher is a saved model of kind `emotion` (mh3.saved_model): `save_model`
-writes it, `load_predictor` (what `mh3.load` returns for it) reads it back as an
+writes it, `mh3.load` reads it back as an
 `EmotionPredictor` that applies the training-time preprocessing and tokenizer to raw texts.
 """
 
-import dataclasses
 import io
 import os
 import pickle
@@ -32,7 +31,6 @@ from flax import traverse_util
 
 from mh3 import data, files, saved_model
 from mh3.errors import UserError
-from mh3.train import loop, parallel
 
 RANDOM_ROWS_SEED = 123  # the paper's seed for the rows MM-EMOG does not cover
 
@@ -199,7 +197,6 @@ MODEL_FIELDS = (
     "num_labels", "vocab_size", "embed_dim", "max_length", "num_layers", "hidden_size",
     "dropout_rate", "output_relu", "pad_token_id",
 )  # fmt: skip
-PREPROCESSING = "mh3.data.preprocess: de-identify URLs/emails/users, keep emojis, lower-case"
 INPUTS = ("input_ids",)  # the MLP reads ids only: no attention mask, as in the paper
 
 
@@ -213,7 +210,7 @@ def save_model(
     protocol: str,
     data_fingerprint: str,
 ) -> None:
-    """Writes a trained emotion teacher as a saved model that `load_predictor` reads back.
+    """Writes a trained emotion teacher as a saved model that `mh3.load` reads back.
 
     Args:
       folder: the model folder (`<workdir>/model`).
@@ -239,7 +236,7 @@ def save_model(
         protocol=protocol,
         data_fingerprint=data_fingerprint,
         max_len=int(model.max_length),
-        preprocessing=PREPROCESSING,
+        preprocessing=saved_model.PREPROCESSING,
         tokenizer={"vocab_size": tokenizer.vocab_size, "added_tokens": list(tokenizer.added)},
         inputs=list(INPUTS),
         model={k: getattr(model, k) for k in MODEL_FIELDS},
@@ -247,7 +244,7 @@ def save_model(
     )
 
 
-class EmotionPredictor(saved_model.Predictor):
+class EmotionPredictor(saved_model.TextPredictorBase):
     """A saved emotion teacher: raw texts or dataset examples in, (N, C) logits out.
 
     Attributes:
@@ -258,12 +255,14 @@ class EmotionPredictor(saved_model.Predictor):
       batch_size: rows per forward pass, a multiple of the local device count.
     """
 
-    def __init__(self, folder: str, meta: dict, batch_size: int = 32):
+    bucketed = False  # the MLP reads the whole flattened (max_len x dim) sequence
+
+    def __init__(self, folder: str, meta: dict, batch_size: int | None = None):
         from safetensors.numpy import load_file
 
         from mh3.models.emotion import EmotionMLP
 
-        super().__init__(folder, meta)
+        super().__init__(folder, meta, batch_size)
         self.model = EmotionMLP(**meta["model"])
         self.max_len = int(meta["max_len"])
         path = os.path.join(folder, meta["weights"])
@@ -277,31 +276,7 @@ class EmotionPredictor(saved_model.Predictor):
                 f"{folder}: the tokenizer has {self.tokenizer.vocab_size} ids but the table "
                 f"{self.model.vocab_size} rows; re-run teacher_emotion"
             )
-        # Whole batches split evenly over the local devices (pmap needs equal shares).
-        n_dev = parallel.device_count()
-        self.batch_size = -(-batch_size // n_dev) * n_dev
-
-    def logits(self, texts) -> np.ndarray:
-        """(N, C) float32 logits of raw texts, preprocessed exactly as in training."""
-        examples = [
-            data.Example(id=str(i), text=data.preprocess(t), raw=t, label=0, split="test", index=i)
-            for i, t in enumerate(texts)
-        ]
-        return self.logits_examples(examples)
-
-    def logits_examples(self, examples) -> np.ndarray:
-        """(N, C) float32 logits of mh3.data examples (`text` already preprocessed).
-
-        Row i is `examples[i]`: for a whole Dataset's examples, example index i.
-        """
-        if not examples:
-            return np.zeros((0, len(self.classes)), np.float32)
-        encoded = data.encode(self.tokenizer, examples, self.max_len)
-        # Rows by position, so any list of examples (not only a whole dataset) fits (0..N-1).
-        encoded = dataclasses.replace(encoded, index=np.arange(len(examples), dtype=np.int32))
-        # No buckets: the MLP pads every sequence to max_len itself (its input is flattened).
-        batches = data.batches(encoded, self.batch_size, pad_id=self.tokenizer.pad_id, train=False)
-        return loop.predict_logits(self.model.apply, self.variables, batches, len(examples), INPUTS)
+        self._set_model(self.model.apply, self.variables, INPUTS)
 
 
 def _check_shapes(folder: str, model, variables: dict) -> None:
@@ -319,8 +294,3 @@ def _check_shapes(folder: str, model, variables: dict) -> None:
             f"{folder}: {VARIABLES} does not fit the model in {saved_model.META} (names or "
             f"shapes differ at {wrong[:3]}); re-run teacher_emotion"
         )
-
-
-def load_predictor(folder: str, meta: dict) -> EmotionPredictor:
-    """The predictor `mh3.load` returns for an emotion teacher."""
-    return EmotionPredictor(folder, meta)
