@@ -65,6 +65,18 @@ def write_meta(
     files.write_json(os.path.join(folder, META), meta)
 
 
+def save_tokenizer(folder: str, tokenizer: data.Tokenizer, max_len: int) -> dict:
+    """Writes a text kind's tokenizer (added tokens included, truncating at `max_len` as in
+    training) into `folder`; returns the mh3.json settings that describe its inputs."""
+    tokenizer.hf.model_max_length = int(max_len)
+    tokenizer.save(folder)
+    return {
+        "max_len": int(max_len),
+        "preprocessing": PREPROCESSING,
+        "tokenizer": {"vocab_size": tokenizer.vocab_size, "added_tokens": list(tokenizer.added)},
+    }
+
+
 def read_meta(folder: str) -> dict:
     """`<folder>/mh3.json`, checked.
 

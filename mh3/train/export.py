@@ -31,20 +31,11 @@ def save_text_model(
 ) -> None:
     """Writes a trained BERT-family classifier as a saved model (module docstring)."""
     weights.save_hf(folder, model, params, id2label=list(classes))
-    # Truncation in HF then matches training; mh3's own encoding passes max_len explicitly.
-    tokenizer.hf.model_max_length = int(max_len)
-    tokenizer.save(folder)
+    inputs = saved_model.save_tokenizer(folder, tokenizer, max_len)
     saved_model.write_meta(
-        folder,
-        kind="text",
-        classes=classes,
-        protocol=protocol,
-        data_fingerprint=data_fingerprint,
-        max_len=int(max_len),
-        compute_dtype=jnp.dtype(model.dtype).name,
-        preprocessing=saved_model.PREPROCESSING,
-        tokenizer={"vocab_size": tokenizer.vocab_size, "added_tokens": list(tokenizer.added)},
-    )
+        folder, kind="text", classes=classes, protocol=protocol,
+        data_fingerprint=data_fingerprint, compute_dtype=jnp.dtype(model.dtype).name, **inputs,
+    )  # fmt: skip
 
 
 class TextPredictor(saved_model.TextPredictorBase):

@@ -228,16 +228,13 @@ def save_model(
         for k, v in traverse_util.flatten_dict(jax.device_get(variables), sep="/").items()
     }
     files.atomic_write(os.path.join(folder, VARIABLES), lambda tmp: save_file(flat, tmp))
-    tokenizer.save(folder)
     saved_model.write_meta(
         folder,
         kind="emotion",
         classes=classes,
         protocol=protocol,
         data_fingerprint=data_fingerprint,
-        max_len=int(model.max_length),
-        preprocessing=saved_model.PREPROCESSING,
-        tokenizer={"vocab_size": tokenizer.vocab_size, "added_tokens": list(tokenizer.added)},
+        **saved_model.save_tokenizer(folder, tokenizer, model.max_length),
         inputs=list(INPUTS),
         model={k: getattr(model, k) for k in MODEL_FIELDS},
         weights=VARIABLES,
