@@ -7,6 +7,8 @@ stage because every stage goes through here.
 - head initialisation, vocabulary growth and dropout draw from different keys.
 """
 
+import json
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -119,3 +121,26 @@ def test_keys_by_purpose_are_distinct_and_used_by_the_text_task(tiny_bert):
     other = finetune.text_task(config, prep, dict(keys, vocab=keys["init"]))
     other_rows = np.asarray(other.params["embeddings"]["word_embeddings"]["embedding"])
     assert not np.array_equal(rows, other_rows[-prep.tokenizer.num_added :])
+
+
+def test_epoch_hook_sees_every_epoch_and_can_stop_a_run(tmp_path):
+    seen = []
+
+    def hook(workdir, epoch, record):
+        seen.append((workdir, epoch, round(record["loss"], 6)))
+        if epoch == 1:
+            raise KeyboardInterrupt("pruned")  # what a search's pruner does
+
+    config = _config()
+    config.train.epochs = 3
+    with recipe.epoch_hook(hook):
+        try:
+            recipe.train(config, str(tmp_path), _task([]), rng=jax.random.PRNGKey(1))
+        except KeyboardInterrupt:
+            pass
+    assert [(w, e) for w, e, _ in seen] == [(str(tmp_path), 0), (str(tmp_path), 1)]
+    log = [json.loads(x) for x in open(tmp_path / "metrics.jsonl")]
+    assert [round(r["loss"], 6) for r in log if r["split"] == "val"] == [x for *_, x in seen]
+    # Outside the block nothing is called.
+    recipe.train(_config(), str(tmp_path / "b"), _task([]), rng=jax.random.PRNGKey(1))
+    assert len(seen) == 2

@@ -173,6 +173,7 @@ def fit(
     workdir: str,
     fingerprint: dict,
     class_names: Sequence[str] | None = None,
+    on_epoch: Callable[[int, dict | None], None] | None = None,
 ) -> tuple[state_lib.TrainState, list[dict]]:
     """Trains `state`, resuming from `<workdir>/checkpoints` when it holds a checkpoint.
 
@@ -188,6 +189,9 @@ def fit(
       fingerprint: what the run is (mh3.train.checkpoints.fingerprint of its config and
         inputs); checkpoints made by another fingerprint are never resumed from.
       class_names: enables classification metrics in validation records.
+      on_epoch: called as `on_epoch(epoch, validation record or None)` after each epoch's
+        checkpoint (e.g. a hyper-parameter search reporting to its pruner); an exception it
+        raises stops training, with the checkpoints kept.
 
     Returns:
       (host state with the chosen params, per-epoch validation records).
@@ -326,9 +330,12 @@ def fit(
                     )
                     loop["stopped"] = True
             else:
+                record = None
                 loop["history"].append({"epoch": epoch, "step": step})
             ckpt.save(step, host_state, loop, best)
             last_saved = step
+            if on_epoch is not None:
+                on_epoch(epoch, record)
             epoch += 1
             done_epochs = len(loop["history"])
     finally:

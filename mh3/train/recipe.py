@@ -13,8 +13,11 @@ pretrained vocabulary, `dropout` for the state's key (each step folds in its ste
 device). Data order is numpy's, from (seed, epoch, process), as before.
 """
 
+import contextlib
+import contextvars
 import csv
 import dataclasses
+import functools
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -30,6 +33,8 @@ from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 
 PURPOSES = ("init", "vocab", "dropout")
+# `epoch_hook`'s callback, seen by every `train` inside its `with` block.
+_EPOCH_HOOK: contextvars.ContextVar = contextvars.ContextVar("mh3_epoch_hook", default=None)
 MODEL_DIR = "model"  # <workdir>/model/: the saved model (DESIGN, saved-model contract)
 
 
@@ -78,6 +83,18 @@ class Task:
     metrics: Callable[[dict], dict] | None = None
     ids: Sequence[str] | None = None
     title: str = ""
+
+
+@contextlib.contextmanager
+def epoch_hook(fn: Callable[[str, int, dict | None], None]):
+    """Within the block, every run `train` makes calls `fn(workdir, epoch, val record)` after
+    each epoch, however deep the stage that trains it (a pipeline's teachers included: filter
+    on `workdir`). A hyper-parameter search reports to its pruner this way."""
+    token = _EPOCH_HOOK.set(fn)
+    try:
+        yield
+    finally:
+        _EPOCH_HOOK.reset(token)
 
 
 def check_batch_sizes(data_cfg) -> None:
@@ -134,6 +151,7 @@ def train(
         workdir=workdir,
         fingerprint=fingerprint or checkpoints.fingerprint(config),
         class_names=task.classes,
+        on_epoch=functools.partial(hook, workdir) if (hook := _EPOCH_HOOK.get()) else None,
     )
     results = {"schedule": plan, "history": history, **held_out(final, task, workdir)}
     if task.save is not None:
