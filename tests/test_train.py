@@ -252,3 +252,26 @@ def test_nan_loss_stops_with_a_clear_message_and_a_good_checkpoint(tmp_path):
     )
     assert int(restored.step) == 4
     assert np.isfinite(_flat(restored.params)).all()
+
+
+def test_a_damaged_newest_checkpoint_falls_back_to_the_previous_one(tmp_path, caplog):
+    cfg = train_config(checkpoint_every_steps=1, max_to_keep=3)
+    full, _ = run_fit(tmp_path / "full", cfg, n_batches=4)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(tmp_path / "b", cfg, n_batches=4, stop_after=7)
+    steps_dir = tmp_path / "b" / "checkpoints"
+    newest = max((p for p in steps_dir.iterdir() if p.name.isdigit()), key=lambda p: int(p.name))
+    for f in (newest / "state").rglob("*"):
+        if f.is_file() and f.stat().st_size > 0:
+            f.write_bytes(b"\x00garbage" * 3)  # a write cut short / a bad disk block
+    # metrics.jsonl cut mid-line by the kill.
+    with open(tmp_path / "b" / "metrics.jsonl", "a") as f:
+        f.write('{"step": 9, "epo')
+    with caplog.at_level("WARNING"):
+        resumed, _ = run_fit(tmp_path / "b", cfg, n_batches=4)
+    assert f"checkpoint at step {newest.name}" in caplog.text and "damaged; dropped" in caplog.text
+    np.testing.assert_array_equal(_flat(resumed.params), _flat(full.params))
+    lines = (tmp_path / "b" / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["step"] for x in lines] == [
+        json.loads(x)["step"] for x in open(tmp_path / "full" / "metrics.jsonl")
+    ]

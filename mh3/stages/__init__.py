@@ -6,16 +6,21 @@ in the workdir was written for the same config (so a rerun after a kill resumes 
 and a pipeline never repeats finished work), and writes `results.json` atomically at the end.
 """
 
+import contextlib
+import fcntl
 import hashlib
 import importlib
 import json
 import os
+import socket
+import time
 
 import jax
 from absl import logging
 
 from mh3 import files
 from mh3.errors import UserError
+from mh3.train import parallel
 
 # Stage name -> module. Modules are imported only when their stage runs, so a stage's heavy
 # dependencies (torch for Bark, piper for speech) never slow down the others.
@@ -86,18 +91,63 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
         logging.info("stage %s already done in %s; skipping", config.stage, workdir)
         return files.read_json(results_path)
     os.makedirs(workdir, exist_ok=True)
-    files.write_json(os.path.join(workdir, "config.json"), config.to_dict())
-    module = importlib.import_module(STAGES[config.stage])
-    # The PRNG behind dropout keys is a process-wide jax setting. Each stage runs under the one
-    # its config names (default threefry), and the caller's is restored afterwards, so a stage
-    # gives the same result whether or not another stage ran before it in the same process.
-    previous = jax.config.jax_default_prng_impl
-    jax.config.update("jax_default_prng_impl", prng_impl(config))
-    try:
-        results = module.run(config, workdir)
-    finally:
-        jax.config.update("jax_default_prng_impl", previous)
-    results = {"stage": config.stage, "config_hash": config_hash(config), **results}
-    results["workdir"] = workdir
-    files.write_json(results_path, results)
+    with workdir_lock(workdir):
+        config_path = os.path.join(workdir, "config.json")
+        before = open(config_path, "rb").read() if os.path.exists(config_path) else None
+        files.write_json(config_path, config.to_dict())
+        module = importlib.import_module(STAGES[config.stage])
+        # The PRNG behind dropout keys is a process-wide jax setting. Each stage runs under the
+        # one its config names (default threefry), and the caller's is restored afterwards, so
+        # a stage gives the same result whether or not another stage ran before it.
+        previous = jax.config.jax_default_prng_impl
+        jax.config.update("jax_default_prng_impl", prng_impl(config))
+        try:
+            results = module.run(config, workdir)
+        except BaseException:
+            # A failed command leaves the workdir's record as it was: config.json goes on
+            # describing the results (and checkpoints) already there.
+            if before is not None:
+                files.atomic_write(config_path, lambda tmp: open(tmp, "wb").write(before))
+            raise
+        finally:
+            jax.config.update("jax_default_prng_impl", previous)
+        results = {"stage": config.stage, "config_hash": config_hash(config), **results}
+        results["workdir"] = workdir
+        files.write_json(results_path, results)
     return results
+
+
+LOCK = ".mh3.lock"
+
+
+@contextlib.contextmanager
+def workdir_lock(workdir: str):
+    """Holds `<workdir>/.mh3.lock` (an exclusive flock) while a stage runs there.
+
+    A second run on the same workdir ends at once with one line naming the process that holds
+    it. The operating system drops the lock when its process dies, so a lock left by a killed
+    run never blocks. In a multi-host run only process 0 takes it (all share the workdir).
+    """
+    if parallel.process_index() != 0:
+        yield
+        return
+    path = os.path.join(workdir, LOCK)
+    with open(path, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise UserError(
+                f"workdir {workdir} is in use by {holder}; wait for it to finish, or pass "
+                "another --workdir"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"process {os.getpid()} on {socket.gethostname()} since {time.ctime()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.truncate(0)
+            fcntl.flock(f, fcntl.LOCK_UN)

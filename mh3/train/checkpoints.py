@@ -135,17 +135,34 @@ class Checkpoints:
         self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, template: state_lib.TrainState) -> tuple[state_lib.TrainState, dict, object]:
-        """The latest checkpoint as (host state, loop dict, best params or None).
+        """The newest checkpoint that reads back, as (host state, loop dict, best params or None).
+
+        A damaged newest checkpoint (a kill or a full disk mid-write) is skipped with a warning
+        and the one before it is used; when none reads back the run starts from `template`.
 
         Args:
           template: a host state of the right shapes (its values are not used).
         """
+        for step in sorted(self._manager.all_steps(), reverse=True):
+            try:
+                return self._restore(step, template)
+            except Exception as e:  # noqa: BLE001 - Orbax and TensorStore raise many kinds
+                reason = " ".join(str(e).split())[:200]
+                logging.warning(
+                    "checkpoint at step %d in %s does not read back (%s); removed it, trying "
+                    "an older one", step, self.directory, reason,
+                )  # fmt: skip
+                # Removed so that the resumed run can save that step again.
+                self._manager.delete(step)
+        logging.warning("no checkpoint in %s reads back; starting from scratch", self.directory)
+        return template, None, None
+
+    def _restore(self, step: int, template: state_lib.TrainState):
         tree = state_lib.checkpoint_tree(template)
         abstract = jax.eval_shape(lambda: tree)
         items = {"state": ocp.args.StandardRestore(abstract), "loop": ocp.args.JsonRestore()}
         if self.keep_best:
             items["best"] = ocp.args.StandardRestore(jax.eval_shape(lambda: template.params))
-        step = self._manager.latest_step()
         restored = self._manager.restore(step, args=ocp.args.Composite(**items))
         # Orbax hands namedtuples (optimizer states) back as plain tuples: rebuild the exact
         # tree structure from the template.

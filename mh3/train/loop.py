@@ -29,6 +29,7 @@ import numpy as np
 from absl import logging
 from tqdm import tqdm
 
+from mh3 import files
 from mh3.errors import UserError
 from mh3.train import checkpoints, parallel, steps
 from mh3.train import metrics as metrics_lib
@@ -145,17 +146,25 @@ def _better(metric: str, new: float, old: float | None) -> bool:
 
 
 class _Log:
-    """metrics.jsonl writer; on resume it drops lines from steps after the restored one."""
+    """metrics.jsonl writer; on resume it drops lines from steps after the restored one, and
+    damaged (truncated) lines."""
 
     def __init__(self, workdir: str, resume_step: int):
         self.path = os.path.join(workdir, "metrics.jsonl")
         if os.path.exists(self.path):
+            kept = []
             with open(self.path) as f:
-                kept = [
-                    line for line in f if line.strip() and json.loads(line)["step"] <= resume_step
-                ]
-            with open(self.path, "w") as f:
-                f.writelines(kept)
+                for number, line in enumerate(f, start=1):
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        # A line cut short by a kill or a full disk: drop it, keep the rest.
+                        if line.strip():
+                            logging.warning("%s line %d is damaged; dropped", self.path, number)
+                        continue
+                    if record["step"] <= resume_step:
+                        kept.append(json.dumps(record) + "\n")
+            files.atomic_write(self.path, lambda tmp: open(tmp, "w").writelines(kept))
 
     def write(self, record: dict) -> None:
         with open(self.path, "a") as f:
@@ -212,8 +221,10 @@ def fit(
     loop = {"history": [], "best_score": None, "best_epoch": None, "stopped": False}
     best = None
     if ckpt.latest_step() is not None:
-        state, loop, best = ckpt.restore(state)
-        logging.info("resuming from checkpoint at step %d in %s", int(state.step), ckpt.directory)
+        state, restored_loop, best = ckpt.restore(state)
+        if restored_loop is not None:
+            loop = restored_loop
+            logging.info("resuming from checkpoint at step %d in %s", state.step, ckpt.directory)
     start = int(state.step)
     log = _Log(workdir, start)
     p_train, p_eval = pmapped_steps(loss_fn)

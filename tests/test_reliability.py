@@ -1,0 +1,57 @@
+"""Trustworthy workdirs (issue #16): one run per workdir, and a failed command leaves a finished
+workdir as it was. (Checkpoint binding: test_checkpoint_binding.py; damaged metrics lines and
+checkpoints: test_train.py.)"""
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+from configs import data as data_config
+from mh3 import stages
+from mh3.errors import UserError
+
+
+def test_a_second_run_on_a_busy_workdir_ends_at_once_naming_the_holder(tmp_path):
+    workdir = tmp_path / "busy"
+    workdir.mkdir()
+    with stages.workdir_lock(str(workdir)):
+        with pytest.raises(UserError, match=rf"in use by process {os.getpid()} on "):
+            stages.run_stage(data_config.get_config("smoke"), str(workdir))
+        # The same from the command line: one line, exit code 2, nothing run.
+        cmd = [
+            sys.executable,
+            "launch.py",
+            "--config=configs/data.py:smoke",
+            f"--workdir={workdir}",
+        ]
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 2, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: workdir ") and f"process {os.getpid()}" in last
+        assert not (workdir / "results.json").exists()
+
+
+def test_a_lock_left_by_a_killed_run_does_not_block(tmp_path):
+    workdir = tmp_path / "stale"
+    workdir.mkdir()
+    # What a killed run leaves: the file with its holder line, but no flock (the OS dropped it).
+    (workdir / stages.LOCK).write_text("process 999999 on somewhere since long ago\n")
+    results = stages.run_stage(data_config.get_config("smoke"), str(workdir))
+    assert results["stage"] == "data"
+    assert (workdir / stages.LOCK).read_text() == ""  # released
+
+
+def test_a_failed_command_leaves_a_finished_workdir_as_it_was(tmp_path):
+    workdir = tmp_path / "done"
+    stages.run_stage(data_config.get_config("smoke"), str(workdir))
+    before = {n: (workdir / n).read_bytes() for n in ("config.json", "results.json")}
+    bad = data_config.get_config("dataset=dreaddit,smoke")
+    bad.data.path = str(tmp_path / "no-such-folder")
+    with pytest.raises(UserError, match="does not exist"):
+        stages.run_stage(bad, str(workdir))
+    assert {n: (workdir / n).read_bytes() for n in before} == before
+    # ... and the finished stage is still recognised as done.
+    assert stages.is_done(data_config.get_config("smoke"), str(workdir))
