@@ -184,12 +184,13 @@ def test_teacher_schedule_counts_updates_with_accumulation(
 
 def test_teacher_plateau_scheduler_reduces_the_rate(teacher_run, tmp_path, spy_train):
     """plateau_patience=1 reaches the trained state: with a zero rate the validation loss
-    cannot improve, so after the second epoch the scale drops by plateau_factor, and the
-    checkpoint (what a resumed run continues from) holds it."""
+    cannot improve, so after the second epoch optax's rule (torch's would wait one more
+    epoch, tests/test_plateau.py) drops the scale by plateau_factor, and the checkpoint (what
+    a resumed run continues from) holds it."""
     config = teacher_emotion_config(
         table=os.path.join(teacher_run, "emotion_embeddings", "table.npz"),
         **{"optim.plateau_patience": 1, "optim.plateau_factor": 0.5},
-        **{"optim.learning_rate": 0.0},
+        **{"optim.learning_rate": 0.0, "optim.plateau_rule": "optax"},
     )
     results = teacher_emotion.run(config, str(tmp_path))
     assert results["schedule"]["plateau"] is True

@@ -14,15 +14,24 @@ Keys of `config.optim` (every one set in the stage config):
         (optax.MultiSteps); 1 = off.
   plateau_patience, plateau_factor: reduce-on-plateau on the validation loss (epochs);
         patience 0 = off. See mh3.train.state for how it is applied.
+  plateau_rule: `torch` (torch's `ReduceLROnPlateau`: the rate is cut on the (patience+1)-th
+        epoch without improvement) or `optax` (`optax.contrib.reduce_on_plateau`: cut on the
+        patience-th, one epoch earlier). Both protocols default to `torch`: every patience in
+        the configs and search spaces is the paper's torch value, so the same number has to
+        mean the same schedule; `optax` is kept for runs that want optax's reading.
 """
 
+from typing import NamedTuple
+
 import jax
+import jax.numpy as jnp
 import optax
 
 from mh3.errors import UserError
 
 OPTIMIZERS = ("adam_l2", "adamw")
 SCHEDULES = ("constant", "warmup_linear")
+PLATEAU_RULES = ("torch", "optax")
 
 
 def schedule(optim, total_steps: int) -> optax.Schedule:
@@ -93,13 +102,78 @@ def make(optim, total_steps: int) -> optax.GradientTransformation:
     return tx
 
 
+class PlateauState(NamedTuple):
+    """State of `torch_plateau`: arrays only, so Orbax checkpoints it with the TrainState."""
+
+    scale: jax.Array  # multiplies the updates (= the learning rate for Adam-family optimizers)
+    best: jax.Array  # lowest validation loss seen (inf before the first epoch)
+    bad_epochs: jax.Array  # epochs since `best` last improved
+
+
+def torch_plateau(
+    factor: float,
+    patience: int,
+    learning_rate: float,
+    threshold: float = 1e-4,
+    min_lr_delta: float = 1e-8,
+) -> optax.GradientTransformationExtraArgs:
+    """torch's `ReduceLROnPlateau(mode='min', threshold_mode='rel', cooldown=0, min_lr=0)`.
+
+    Written here because optax's `reduce_on_plateau` cuts when the count of bad epochs
+    REACHES patience, torch when it EXCEEDS it (the paper's schedules are torch's). A loss is
+    an improvement when it is below `best * (1 - threshold)`; each bad epoch counts, and the
+    count above `patience` scales the rate by `factor` and starts counting again. torch also
+    skips a cut that would change the rate by no more than its eps (1e-8), which only
+    matters for tiny rates; `learning_rate` is the base rate it is measured against (exact for
+    the constant schedule the paper used).
+
+    Stepped once per epoch with `update(updates, state, value=val_loss)`.
+    """
+
+    def init_fn(params) -> PlateauState:
+        del params
+        return PlateauState(
+            scale=jnp.asarray(1.0, jnp.float32),
+            best=jnp.asarray(jnp.inf, jnp.float32),
+            bad_epochs=jnp.asarray(0, jnp.int32),
+        )
+
+    def update_fn(updates, state: PlateauState, params=None, *, value, **extra):
+        del params, extra
+        value = jnp.asarray(value, jnp.float32)
+        improved = value < state.best * (1.0 - threshold)
+        best = jnp.where(improved, value, state.best)
+        bad = jnp.where(improved, 0, state.bad_epochs + 1)
+        lr = learning_rate * state.scale
+        cut = (bad > patience) & (lr - lr * factor > min_lr_delta)
+        scale = jnp.where(cut, state.scale * factor, state.scale)
+        # torch resets the count whenever it exceeds patience, cut or not.
+        bad = jnp.where(bad > patience, 0, bad)
+        new = PlateauState(scale=scale.astype(jnp.float32), best=best, bad_epochs=bad)
+        return jax.tree.map(lambda u: u * new.scale, updates), new
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
 def plateau(optim) -> optax.GradientTransformationExtraArgs | None:
-    """`optax.contrib.reduce_on_plateau` stepped once per epoch, or None when patience is 0."""
+    """The reduce-on-plateau scheduler named by `optim.plateau_rule`, or None when patience is 0.
+
+    Raises:
+      UserError: unknown rule.
+    """
     if optim.plateau_patience <= 0:
         return None
-    # torch ReduceLROnPlateau defaults: relative threshold 1e-4, no cooldown.
-    return optax.contrib.reduce_on_plateau(
-        factor=optim.plateau_factor, patience=optim.plateau_patience, rtol=1e-4
+    if optim.plateau_rule == "torch":
+        return torch_plateau(
+            optim.plateau_factor, optim.plateau_patience, learning_rate=optim.learning_rate
+        )
+    if optim.plateau_rule == "optax":
+        # torch's defaults otherwise: relative threshold 1e-4, no cooldown.
+        return optax.contrib.reduce_on_plateau(
+            factor=optim.plateau_factor, patience=optim.plateau_patience, rtol=1e-4
+        )
+    raise UserError(
+        f"config optim.plateau_rule={optim.plateau_rule!r}; choose one of {PLATEAU_RULES}"
     )
 
 
@@ -122,5 +196,6 @@ def default_config():
             accumulate_steps=1,
             plateau_patience=0,
             plateau_factor=0.1,
+            plateau_rule="torch",
         )
     )

@@ -1,8 +1,8 @@
 """The training state: flax's TrainState plus the run's random key and the plateau scheduler.
 
 `rng` is the root key of the run; each step derives its dropout key from it and the step
-number, so a resumed run replays the same keys. `plateau` is the state of
-`optax.contrib.reduce_on_plateau` (or None): it is stepped on the host with the validation loss
+number, so a resumed run replays the same keys. `plateau` is the state of the reduce-on-plateau
+scheduler of mh3.train.optim.plateau (or None): it is stepped on the host with the validation loss
 once per epoch and its `scale` multiplies the optimizer's updates, which for Adam-family
 optimizers equals scaling the learning rate, as torch's `ReduceLROnPlateau` does.
 """
@@ -39,7 +39,7 @@ def create(
       params: initial parameters.
       tx: the optimizer (see mh3.train.optim.make).
       rng: root key of the run (dropout keys derive from it).
-      plateau_tx: `optax.contrib.reduce_on_plateau(...)`, or None for no plateau schedule.
+      plateau_tx: `mh3.train.optim.plateau(...)`, or None for no plateau schedule.
     """
     plateau = plateau_tx.init(params) if plateau_tx is not None else None
     return TrainState.create(
