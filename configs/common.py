@@ -107,7 +107,9 @@ def data_config(dataset: str, protocol: str, smoke: bool) -> ml_collections.Conf
     data.bucketing = True  # pad batches to a few fixed lengths instead of max_len
     data.num_buckets = 6  # at most this many distinct lengths, i.e. jit-compiled shapes
     data.bucket_multiple = 8  # bucket lengths are multiples of this (or max_len)
-    data.group_batches = 50  # training: sort by length within windows of this many batches
+    # training: sort by length within windows of this many batches; 0 = uniform shuffles
+    # (the notebooks': protocol=paper), still padded to the bucket lengths
+    data.group_batches = 0 if protocol == "paper" else 50
     return data
 
 

@@ -109,6 +109,28 @@ def test_train_shuffle_is_seeded_per_epoch(demo):
         assert sorted(got[got >= 0]) == sorted(enc.index)
 
 
+def test_paper_shuffle_is_uniform_not_length_grouped():
+    """protocol=paper sets group_batches=0: batch i holds permutation[i*B:(i+1)*B] of the
+    epoch's seeded uniform permutation (no length sorting, the short batch last), and batches
+    are still padded to the bucket lengths."""
+    assert data_config("demo", "paper", False).group_batches == 0
+    assert data_config("demo", "clean", False).group_batches == 50
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3, 120, size=203)
+    buckets = batching.bucket_lengths(lengths, 128, 4, 8)
+    for epoch in range(2):
+        rows, seq_lens = batching.plan(
+            lengths, 16, train=True, seed=7, epoch=epoch, buckets=buckets, max_len=128,
+            group_batches=0,
+        )  # fmt: skip
+        perm = np.random.default_rng([7, epoch, 0]).permutation(203)
+        want = np.concatenate([perm, np.full(16 * 13 - 203, -1)]).reshape(13, 16)
+        assert (rows[:, 0] == want).all()
+        longest = [lengths[r[r >= 0]].max() for r in want]
+        table = np.asarray(buckets)
+        assert list(seq_lens) == [table[table >= m].min() for m in longest]
+
+
 @pytest.mark.parametrize("process_count", [2, 4])
 def test_multi_host_shards(demo, process_count):
     _, prep = demo

@@ -11,6 +11,9 @@ Shapes. With bucketing, every batch is padded to the smallest of a few fixed len
 (`bucket_lengths`, from train-length quantiles) that holds its longest row, and training
 batches are drawn from length-sorted windows of `group_batches` batches, so jit compiles at most
 `len(buckets)` shapes while padding falls. Without it, every batch is padded to `max_len`.
+`group_batches=0` is the notebooks' loop (protocol=paper): one uniform permutation per epoch
+cut into consecutive batches, the short batch last, as torch's shuffling DataLoader does
+(batches are still padded to bucket lengths).
 
 Order and processes. `batch_size` is global: with `process_count` P each process gets
 `batch_size // P` rows of every global batch. Example k goes to process `k % P`; each process's
@@ -108,7 +111,9 @@ def plan(
                 shard[start : start + window] = part[np.argsort(-keys, kind="stable")]
         shards.append(shard.reshape(num_batches, local))
     rows = np.stack(shards, axis=1) if shards else np.zeros((0, process_count, local), np.int64)
-    if train:
+    if train and group_batches > 0:
+        # Grouped windows put long batches together; a shuffled batch order spreads them.
+        # Ungrouped (0), the permutation already is the order, as in a torch DataLoader.
         rows = rows[np.random.default_rng([seed, epoch]).permutation(num_batches)]
     safe = lengths[np.maximum(rows, 0)] if n else np.zeros(rows.shape, np.int64)
     longest = np.where(rows >= 0, safe, 0).max(axis=(1, 2), initial=1)
@@ -167,7 +172,8 @@ def batches(
       seed, epoch: the shuffle's seeds.
       process_index, process_count: this process and how many read the same global batches.
       buckets: the fixed padded lengths (`bucket_lengths`), or None to pad to max_len.
-      group_batches: training with buckets: length-sort windows of this many batches.
+      group_batches: training with buckets: length-sort windows of this many batches; 0 = a
+        uniform shuffle cut into consecutive batches (the notebooks').
     """
     rows, seq_lens = plan(
         encoded.lengths, batch_size, train=train, seed=seed, epoch=epoch,
