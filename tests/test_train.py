@@ -232,6 +232,18 @@ def test_a_rerun_with_another_learning_rate_does_not_resume(tmp_path):
     assert 0 < max(int(p.name) for p in old.iterdir() if p.name.isdigit()) < 6  # kept aside
 
 
+def test_early_stop_is_the_notebooks_rule():
+    """SPEC: after epoch 10, stop when min(val_loss[-10:]) > min(val_loss[:-10])."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        losses = list(rng.choice([0.5, 0.6, 0.7], size=rng.integers(1, 25)))
+        want = len(losses) > 10 and min(losses[-10:]) > min(losses[:-10])
+        assert loop.early_stop(losses, 10) == want
+    assert not loop.early_stop([1.0] + [2.0] * 9, 10)  # epoch 10: never before it ends
+    assert loop.early_stop([1.0] + [2.0] * 10, 10)
+    assert not loop.early_stop([1.0] + [2.0] * 9 + [1.0], 10)  # a tie is not above
+
+
 def test_best_val_and_early_stop(tmp_path):
     assert loop.early_stop([1.0, 0.5, 0.6, 0.7], 2)
     assert not loop.early_stop([1.0, 0.5, 0.6, 0.4], 2)
