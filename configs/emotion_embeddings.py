@@ -45,7 +45,13 @@ def get_config(arg=None):
     config.emotion.lexicon = "nrc"
     config.emotion.lexicon_format = "auto"  # auto, nrc, nrc_json, senticnet
     config.emotion.max_pieces = 512  # documents cut to this many word pieces for counting
-    config.emotion.min_freq = 5  # keep pieces seen at least this often in the corpus
+    # keep pieces seen at least this often in the corpus; 0 = every tokenizer id is a row of
+    # the table (the notebooks' encoder used the whole tokenizer vocabulary)
+    config.emotion.min_freq = 0 if paper else 5
+    # `other`: `none_named` = an entry with no named label (our reading); `any_outside` = any
+    # label outside the named ones occurs (the notebooks': NRC joy/trust/anticipation/positive,
+    # SenticNet other emotions or positive polarity), named labels or not (mh3/data/lexicon.py)
+    config.emotion.other_rule = "any_outside" if paper else "none_named"
     # Documents the vocabulary is counted on; paper mode also counts val and test texts (no
     # labels are involved), as its added tokens do.
     config.emotion.vocab_splits = tuple(config.data.added_token_splits)
@@ -62,6 +68,9 @@ def get_config(arg=None):
     config.encoder.attention_probs_dropout_prob = 0.1
     config.encoder.classifier_dropout = 0.5  # [CLS] pooler -> dropout 0.5 -> linear
     config.encoder.max_position_embeddings = 512
+    # N(0, std) init of the word embeddings (the exported table): the notebooks' fresh torch
+    # nn.Embedding is N(0, 1); clean keeps BERT's N(0, 0.02)
+    config.encoder.word_embedding_std = 1.0 if paper else 0.02
 
     config.optim = optim.default_config()
     config.optim.name = "adam_l2"
@@ -71,7 +80,8 @@ def get_config(arg=None):
     config.train = ml_collections.ConfigDict()
     config.train.epochs = 200 if encoder == "base" else 2 if args.smoke else 25
     config.train.num_steps = 0
-    config.train.model_choice = "best_val"  # the table of the best validation loss
+    # the table of the best validation loss (clean) or of the last epoch (the notebooks')
+    config.train.model_choice = "last" if paper else "best_val"
     config.train.select_metric = "loss"
     config.train.early_stop_patience = 10 if encoder == "base" else 3
     config.train.checkpoint_every_steps = 0

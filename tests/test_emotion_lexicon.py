@@ -150,3 +150,67 @@ def test_vocab_truncates_to_max_pieces(tokenizer):
     assert "omega" in lx.build_vocab(tokenizer, docs, max_pieces=512, min_freq=5)
     # 5 pieces per document (CLS + 3 alpha + SEP): omega never counted
     assert "omega" not in lx.build_vocab(tokenizer, docs, max_pieces=5, min_freq=5)
+
+
+# protocol=paper (SPEC addendum): `other` whenever a label outside the named ones occurs.
+NRC_MIXED = NRC_TEXT + "rage\tanger\t1\nrage\tjoy\t1\n"
+SENTIC_MIXED = SENTIC_TEXT + "sulk\t#sadness\t#calmness\tnegative\t-0.3\n"
+
+
+def test_other_any_outside_is_the_notebooks_rule(tmp_path):
+    nrc = write(tmp_path, "nrc.txt", NRC_MIXED)
+    clean = lx.load_lexicon(nrc)
+    paper = lx.load_lexicon(nrc, other="any_outside")
+    assert bits(clean, ("rage",)) == {"anger"}  # clean: a named label hides joy
+    assert bits(paper, ("rage",)) == {"anger", "other"}  # paper: joy is outside -> other
+    assert bits(paper, ("happy",)) == {"other"}
+    assert bits(paper, ("abandon",)) == {"fear", "negative", "sadness"}  # all named
+    assert bits(paper, ("shock",)) == {"surprise", "negative"}  # surprise is named in NRC
+    sentic = write(tmp_path, "sentic.tsv", SENTIC_MIXED)
+    clean = lx.load_lexicon(sentic)
+    paper = lx.load_lexicon(sentic, other="any_outside")
+    assert bits(clean, ("sulk",)) == {"sadness", "negative"}
+    assert bits(paper, ("sulk",)) == {"sadness", "negative", "other"}  # calmness is outside
+    # positive polarity alone sets other (boredom -> disgust; calmness; polarity +0.1)
+    assert bits(clean, ("bored",)) == {"disgust"}
+    assert bits(paper, ("bored",)) == {"disgust", "other"}
+    assert bits(paper, ("furious",)) == {"anger", "disgust", "negative"}
+    with pytest.raises(UserError, match="other_rule"):
+        lx.load_lexicon(nrc, other="sometimes")
+
+
+def test_min_freq_0_keeps_every_tokenizer_id(tokenizer):
+    vocab = lx.build_vocab(tokenizer, ["hello"], min_freq=0)
+    assert len(vocab) == len(tokenizer)
+    assert list(vocab.values()) == list(range(len(tokenizer)))
+    assert (lx.remap(vocab, tokenizer) == np.arange(len(tokenizer))).all()
+
+
+def test_paper_and_clean_mmemog_options():
+    from configs import emotion_embeddings as cfg
+
+    paper = cfg.get_config("protocol=paper,smoke")
+    clean = cfg.get_config("smoke")
+    assert (paper.encoder.word_embedding_std, clean.encoder.word_embedding_std) == (1.0, 0.02)
+    assert (paper.emotion.min_freq, clean.emotion.min_freq) == (0, 5)
+    assert (paper.train.model_choice, clean.train.model_choice) == ("last", "best_val")
+    assert (paper.emotion.other_rule, clean.emotion.other_rule) == ("any_outside", "none_named")
+
+
+def test_word_embedding_std_sets_the_table_init():
+    """paper: the encoder's word embeddings start from N(0, 1) (a fresh nn.Embedding); clean
+    N(0, 0.02); other embeddings keep initializer_range either way."""
+    import jax
+    import jax.numpy as jnp
+
+    from configs import emotion_embeddings as cfg
+    from mh3.stages.emotion_embeddings import build_encoder
+
+    for protocol, want in (("paper", 1.0), ("clean", 0.02)):
+        enc = cfg.get_config(f"protocol={protocol},encoder=tiny").encoder
+        model = build_encoder(enc, 4000, 0, 6)
+        x = {"input_ids": jnp.zeros((1, 8), jnp.int32)}
+        params = jax.jit(model.init)(jax.random.PRNGKey(0), x)["params"]["embeddings"]
+        std = float(np.std(params["word_embeddings"]["embedding"]))
+        assert abs(std - want) < 0.05 * want
+        assert abs(float(np.std(params["position_embeddings"]["embedding"])) - 0.02) < 0.002

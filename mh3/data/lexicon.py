@@ -8,10 +8,15 @@ Two lexicon families, each with its own label set (SPEC stage 2):
   table with a header naming a concept column, a primary and a secondary emotion column and a
   polarity column (SenticNet's own spreadsheet exported as CSV/TSV has exactly these).
 
-How `other` is set (our decision; the paper does not define it): a lexicon entry gets `other`
-when it carries at least one emotion or polarity but none of the named labels, e.g. an NRC word
-that is only `joy`/`trust`/`positive`/`anticipation`, or a positive SenticNet concept whose
-emotions are `#joy` and `#eagerness`. A word that the lexicon lists with no association at all
+How `other` is set, two rules (`other=`, config `emotion.other_rule`):
+- `none_named` (clean; our reading of the paper's text): a lexicon entry gets `other` when it
+  carries at least one emotion or polarity but none of the named labels, e.g. an NRC word that
+  is only `joy`/`trust`/`positive`/`anticipation`, or a positive SenticNet concept whose
+  emotions are `#joy` and `#eagerness`.
+- `any_outside` (paper; the notebooks' code): `other` is set whenever a label outside the named
+  ones occurs, alongside any named ones: NRC `anticipation`, `joy`, `positive`, `trust`;
+  SenticNet an emotion that maps to none of anger/disgust/fear/sadness, or positive polarity.
+  An NRC word that is `anger` and `joy` gets anger and other (none_named: anger only). A word that the lexicon lists with no association at all
 (most of the NRC word-level file) is not an emotion word and sets nothing, so the word-level file
 and nrclex's JSON (which leaves those words out) give the same targets. A document with no
 lexicon word therefore has an all-zero target.
@@ -61,6 +66,7 @@ SENTICNET_EMOTIONS = {
 }
 
 FORMATS = ("auto", "nrc", "nrc_json", "senticnet")
+OTHER_RULES = ("none_named", "any_outside")
 
 # Words are runs of letters with inner apostrophes or hyphens ("don't", "well-being"): the
 # shape of lexicon entries. Digits and underscores split words, so `_URL_` never matches.
@@ -100,12 +106,15 @@ def _phrase(concept: str) -> tuple:
     return tuple(words(concept.replace("_", " ")))
 
 
-def _mask(kind: str, named: Iterable) -> int:
+def _mask(kind: str, named: Iterable, outside: bool, other: str) -> int:
+    """The bitmask of an entry with `named` labels; `outside`: it also has a label outside
+    them (an emotion or positive polarity); `other`: the rule of the module docstring."""
     labels = LABELS[kind]
     bits = 0
     for name in named:
         bits |= 1 << labels.index(name)
-    # `other`: an emotion word with none of the named labels (module docstring).
+    if other == "any_outside":
+        return bits | (outside << labels.index("other"))
     return bits or 1 << labels.index("other")
 
 
@@ -133,7 +142,7 @@ def default_nrc_path() -> str:
     return path
 
 
-def read_nrc(path: str) -> Lexicon:
+def read_nrc(path: str, other: str = "none_named") -> Lexicon:
     """Reads the NRC EmoLex word-level file: `word<TAB>emotion<TAB>0|1` per line.
 
     A first line whose third field is not 0/1 is taken as a header and skipped.
@@ -163,10 +172,10 @@ def read_nrc(path: str) -> Lexicon:
                 )
             if value == "1":
                 associations[word].add(emotion)
-    return _nrc_lexicon(associations, path)
+    return _nrc_lexicon(associations, path, other)
 
 
-def read_nrc_json(path: str) -> Lexicon:
+def read_nrc_json(path: str, other: str = "none_named") -> Lexicon:
     """Reads the nrclex package's JSON: `{word: [emotion, ...]}`.
 
     Raises:
@@ -192,16 +201,17 @@ def read_nrc_json(path: str) -> Lexicon:
                 f"expected some of {', '.join(sorted(NRC_EMOTIONS))}"
             )
         associations[word.lower()] = {str(e).lower() for e in emotions}
-    return _nrc_lexicon(associations, path)
+    return _nrc_lexicon(associations, path, other)
 
 
-def _nrc_lexicon(associations: dict, path: str) -> Lexicon:
+def _nrc_lexicon(associations: dict, path: str, other: str) -> Lexicon:
     entries = {}
     for word, emotions in associations.items():
         phrase = _phrase(word)
         if emotions and phrase:
             named = [e for e in emotions if e in NRC_LABELS]
-            entries[phrase] = entries.get(phrase, 0) | _mask("nrc", named)
+            outside = any(e not in NRC_LABELS for e in emotions)
+            entries[phrase] = entries.get(phrase, 0) | _mask("nrc", named, outside, other)
     return Lexicon("nrc", entries, path)
 
 
@@ -216,7 +226,7 @@ def _column(header: list, names: Sequence, path: str, what: str) -> int:
     )
 
 
-def read_senticnet(path: str) -> Lexicon:
+def read_senticnet(path: str, other: str = "none_named") -> Lexicon:
     """Reads a SenticNet-style table: a header row, then one concept per row.
 
     Columns are found by header name (case, spaces and underscores ignored): the concept
@@ -252,25 +262,29 @@ def read_senticnet(path: str) -> Lexicon:
             phrase = _phrase(row[concept])
             if not phrase:
                 continue
-            named = set()
+            named, outside = set(), False
             for emotion in (row[primary], row[secondary]):
                 emotion = emotion.strip().lstrip("#").lower()
                 if emotion in SENTICNET_EMOTIONS:
                     named.add(SENTICNET_EMOTIONS[emotion])
-            if _is_negative(row[polarity], path, row_no):
+                elif emotion:
+                    outside = True
+            sign = _polarity(row[polarity], path, row_no)
+            if sign < 0:
                 named.add("negative")
-            entries[phrase] = entries.get(phrase, 0) | _mask("senticnet", named)
+            outside = outside or sign > 0
+            entries[phrase] = entries.get(phrase, 0) | _mask("senticnet", named, outside, other)
     return Lexicon("senticnet", entries, path)
 
 
-def _is_negative(value: str, path: str, row_no: int) -> bool:
+def _polarity(value: str, path: str, row_no: int) -> int:
+    """-1, 0 or 1: the sign of a SenticNet polarity label or value."""
     value = value.strip().lower()
-    if value in ("negative", "neg"):
-        return True
-    if value in ("positive", "pos", "neutral", ""):
-        return False
+    signs = {"negative": -1, "neg": -1, "positive": 1, "pos": 1, "neutral": 0, "": 0}
+    if value in signs:
+        return signs[value]
     try:
-        return float(value) < 0
+        return int(np.sign(float(value)))
     except ValueError:
         raise UserError(
             f"{path}, row {row_no}: polarity {value!r} is neither positive/negative nor a number"
@@ -304,16 +318,20 @@ def detect_format(path: str) -> str:
     )
 
 
-def load_lexicon(source: str = "nrc", fmt: str = "auto") -> Lexicon:
+def load_lexicon(source: str = "nrc", fmt: str = "auto", other: str = "none_named") -> Lexicon:
     """Reads a lexicon from a file, or the packaged NRC lexicon for `source='nrc'`.
 
     Args:
       source: `nrc` (the nrclex package's file) or a path.
       fmt: one of FORMATS; `auto` detects it from the file.
+      other: one of OTHER_RULES (module docstring).
 
     Raises:
-      UserError: unknown format, unreadable file, or a lexicon with no emotion word.
+      UserError: unknown format or `other` rule, unreadable file, or a lexicon with no
+        emotion word.
     """
+    if other not in OTHER_RULES:
+        raise UserError(f"config emotion.other_rule={other!r}; choose one of {OTHER_RULES}")
     path = default_nrc_path() if source == "nrc" else os.path.expanduser(source)
     if fmt not in FORMATS:
         raise UserError(f"lexicon format {fmt!r} is unknown; choose one of {FORMATS}")
@@ -322,7 +340,7 @@ def load_lexicon(source: str = "nrc", fmt: str = "auto") -> Lexicon:
     elif not os.path.isfile(path):
         raise UserError(f"emotion lexicon {path!r} does not exist; set --config.emotion.lexicon")
     reader = {"nrc": read_nrc, "nrc_json": read_nrc_json, "senticnet": read_senticnet}[fmt]
-    lexicon = reader(path)
+    lexicon = reader(path, other)
     if not lexicon.entries:
         raise UserError(f"{path}: the lexicon holds no word with an emotion; check the file")
     return lexicon
@@ -364,8 +382,11 @@ def build_vocab(tokenizer, texts: Sequence, *, max_pieces: int = 512, min_freq: 
       min_freq: minimum corpus frequency of a kept piece.
 
     Returns:
-      token -> row, the special tokens first, then kept pieces in tokenizer-id order.
+      token -> row, the special tokens first, then kept pieces in tokenizer-id order; with
+      `min_freq` 0 every tokenizer id, row = id (the notebooks' encoder, nothing counted).
     """
+    if min_freq <= 0:
+        return {t: i for i, t in enumerate(tokenizer.convert_ids_to_tokens(range(len(tokenizer))))}
     encoded = tokenizer(
         list(texts), add_special_tokens=True, truncation=True, max_length=max_pieces
     )["input_ids"]

@@ -51,6 +51,9 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
     initializer_range: float = 0.02
+    # std of the word embeddings' N(0, std) init; None = initializer_range (HF). MM-EMOG's
+    # paper encoder used a fresh torch nn.Embedding, i.e. 1.0.
+    word_embedding_std: float | None = None
     num_labels: int = 0
     pooler: bool = True
 
@@ -85,15 +88,19 @@ class Embeddings(nn.Module):
         cfg = self.config
         init = nn.initializers.normal(cfg.initializer_range)
 
-        def embed(n, name):
+        def embed(n, name, init=init):
             return nn.Embed(n, cfg.hidden_size, dtype=self.dtype, embedding_init=init, name=name)
+
+        word_std = (
+            cfg.initializer_range if cfg.word_embedding_std is None else cfg.word_embedding_std
+        )
 
         if cfg.family == "roberta":
             real = (input_ids != cfg.pad_token_id).astype(jnp.int32)
             positions = jnp.cumsum(real, axis=1) * real + cfg.pad_token_id
         else:
             positions = jnp.broadcast_to(jnp.arange(input_ids.shape[1]), input_ids.shape)
-        x = embed(cfg.vocab_size, "word_embeddings")(input_ids)
+        x = embed(cfg.vocab_size, "word_embeddings", nn.initializers.normal(word_std))(input_ids)
         x = x + embed(cfg.max_position_embeddings, "position_embeddings")(positions)
         if cfg.type_vocab_size:
             x = x + embed(cfg.type_vocab_size, "token_type_embeddings")(token_type_ids)

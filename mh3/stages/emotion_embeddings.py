@@ -3,7 +3,8 @@
 1. Load the dataset and its tokenizer (added tokens included) the way every stage does.
 2. Multi-hot targets per document from the lexicon (mh3.data.lexicon).
 3. The vocabulary rule: pieces seen at least `min_freq` times (documents cut to 512 pieces);
-   other pieces become [UNK]. The encoder's vocabulary is exactly this set.
+   other pieces become [UNK]. The encoder's vocabulary is exactly this set. `min_freq=0` (the
+   notebooks') keeps every tokenizer id, so rows are token ids.
 4. Train a randomly initialised BERT-shaped encoder ([CLS] pooler -> dropout -> linear) with
    BCE on the targets, validation loss each epoch, early stopping: the shared recipe
    (mh3.train.recipe) does the training and the held-out (multi-label) metrics.
@@ -96,6 +97,7 @@ def build_encoder(enc, vocab_size: int, pad_id: int, num_labels: int) -> BertCla
             attention_probs_dropout_prob=enc.attention_probs_dropout_prob,
             classifier_dropout=enc.classifier_dropout,
             max_position_embeddings=enc.max_position_embeddings,
+            word_embedding_std=enc.word_embedding_std,
             pad_token_id=pad_id,
             num_labels=num_labels,
             pooler=True,
@@ -144,7 +146,9 @@ def emotion_report(lexicon, targets, encoded: dict, vocab_size: int, tokenizer_s
 
 def run(config, workdir: str) -> dict:
     # The lexicon first: a bad lexicon file fails before any slow work.
-    lexicon = lexicon_lib.load_lexicon(config.emotion.lexicon, config.emotion.lexicon_format)
+    lexicon = lexicon_lib.load_lexicon(
+        config.emotion.lexicon, config.emotion.lexicon_format, other=config.emotion.other_rule
+    )
     prep = data.prepare(config.data)
     targets = lexicon_lib.targets([e.text for e in prep.dataset.examples], lexicon)
     logging.info("lexicon %s: %d entries, labels %s", lexicon.source, len(lexicon), lexicon.labels)
