@@ -126,6 +126,14 @@ def text_finetune(config: ml_collections.ConfigDict, model: str, dataset: str) -
     config.model.num_attention_heads = 0
     config.model.hidden_act = ""
     config.model.hidden_dropout_prob = -1.0  # also the classifier dropout, as in HF BERT
+    # Checkpoint families (model_type) the hidden_act override reaches, and those whose
+    # attention dropout also takes hidden_dropout_prob. The notebooks passed BERT's key names,
+    # so DistilBERT (ClinicalBERT) kept GELU while its `dropout` and `attention_dropout` both
+    # took the tuned value; BERT/RoBERTa kept attention dropout 0.1 (misspelled key).
+    paper = config.protocol == "paper"
+    every = ("bert", "roberta", "distilbert")
+    config.model.hidden_act_families = ("bert", "roberta") if paper else every
+    config.model.attention_dropout_families = ("distilbert",) if paper else ()
     config.model.compute_dtype = "float32"  # or bfloat16
 
     # MiniLM-sized checkpoints like a larger rate than BERT-base; warm-up steadies the start.

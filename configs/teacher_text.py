@@ -38,7 +38,8 @@ def get_config(arg: str | None = None):
         dropout, wd, lr, epochs, layers, heads, batch = PAPER.get(args.dataset, PAPER["sdcnl"])
         config.model.num_hidden_layers = layers
         config.model.num_attention_heads = heads
-        config.model.hidden_act = "relu"  # SPEC quirk: forced on BERT/RoBERTa
+        # SPEC quirk: forced on BERT/RoBERTa; DistilBERT keeps GELU (model.hidden_act_families)
+        config.model.hidden_act = "relu"
         config.model.hidden_dropout_prob = dropout
         config.optim = optim.default_config()  # the notebooks' plain Adam, no schedule or clipping
         config.optim.update(name="adam_l2", learning_rate=lr, weight_decay=wd)

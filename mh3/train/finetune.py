@@ -18,18 +18,33 @@ from mh3.errors import UserError
 from mh3.train import export, parallel, recipe, steps
 
 
-def overrides(model_cfg) -> dict:
-    """The `from_hf` overrides a config.model block asks for (unset values are left out)."""
+def overrides(model_cfg, model_type: str) -> dict:
+    """The `from_hf` overrides a config.model block asks for (unset values are left out).
+
+    Args:
+      model_cfg: the `config.model` block.
+      model_type: the checkpoint's family (`bert`, `roberta`, `distilbert`): `hidden_act`
+        only reaches the families in `hidden_act_families`, and `hidden_dropout_prob` also
+        sets the attention dropout of those in `attention_dropout_families` (the notebooks'
+        keys reached DistilBERT that way, configs/common.py).
+    """
     out = {}
     if model_cfg.num_hidden_layers > 0:
         out["num_hidden_layers"] = model_cfg.num_hidden_layers
     if model_cfg.num_attention_heads > 0:
         out["num_attention_heads"] = model_cfg.num_attention_heads
-    if model_cfg.hidden_act:
+    if model_cfg.hidden_act and model_type in model_cfg.hidden_act_families:
         out["hidden_act"] = model_cfg.hidden_act
     if model_cfg.hidden_dropout_prob >= 0:
         out["hidden_dropout_prob"] = model_cfg.hidden_dropout_prob
+        if model_type in model_cfg.attention_dropout_families:
+            out["attention_probs_dropout_prob"] = model_cfg.hidden_dropout_prob
     return out
+
+
+def model_type(name: str) -> str:
+    """The `model_type` of a checkpoint folder, alias or hub name (its config.json)."""
+    return weights.read_config(weights.resolve_checkpoint(name))["model_type"]
 
 
 def text_task(
@@ -60,7 +75,7 @@ def text_task(
         num_labels=len(ds.classes),
         seed=recipe.key_seed(keys["init"]),
         dtype=export.DTYPES[config.model.compute_dtype],
-        **overrides(config.model),
+        **overrides(config.model, model_type(config.model.name)),
     )
     model, params = weights.grow_vocab(
         model, params, tok.vocab_size, seed=recipe.key_seed(keys["vocab"])
