@@ -17,6 +17,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/student.py:dataset=sdcnl", lock_config=True
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/<stage>[-<dataset>]).")
+_OVERRIDES = flags.DEFINE_string(
+    "overrides", None, 'JSON {"block.key": value} set on the config last, e.g. best_params.json'
+)
 # Multi-host runs (one process per host): all three, or none (single host / cluster autodetect).
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
@@ -61,6 +64,8 @@ def main(argv):
     try:
         from mh3.train import parallel
 
+        if _OVERRIDES.value:
+            stages.apply_overrides_file(config, _OVERRIDES.value)
         parallel.initialize(_COORD.value, _NPROC.value, _PID.value)
         results = stages.run_stage(config, _WORKDIR.value)
     except UserError as e:

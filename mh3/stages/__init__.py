@@ -35,6 +35,7 @@ STAGES = {
     "student": "mh3.stages.student",
     "predict": "mh3.stages.predict",
     "evaluate": "mh3.stages.evaluate",
+    "search": "mh3.stages.search",
 }
 
 
@@ -68,6 +69,49 @@ def is_done(config, workdir: str) -> bool:
         return files.read_json(path).get("config_hash") == config_hash(config)
     except (OSError, ValueError):
         return False
+
+
+def apply_overrides(config, overrides: dict, *, source: str = "overrides") -> None:
+    """Sets flat `{"block.key": value}` overrides on a resolved config, in place.
+
+    The one way values found elsewhere reach any stage's config: a search's best_params.json
+    (`launch.py --overrides=FILE`) and each search trial's sampled values. JSON lists become
+    tuples where the config holds a tuple.
+
+    Raises:
+      UserError: a key the config does not have, or a value of the wrong type, naming `source`.
+    """
+    for dotted, value in overrides.items():
+        *path, leaf = dotted.split(".")
+        node = config
+        try:
+            for name in path:
+                node = node[name]
+            if leaf not in node:
+                raise KeyError(leaf)
+            if isinstance(node[leaf], tuple) and isinstance(value, list):
+                value = tuple(value)
+            node[leaf] = value
+        except (KeyError, TypeError, AttributeError) as e:
+            raise UserError(
+                f"{source}: cannot set config key {dotted!r} to {value!r} for stage "
+                f"{config.stage} ({type(e).__name__}: {e})"
+            ) from None
+
+
+def apply_overrides_file(config, path: str) -> None:
+    """`apply_overrides` with the JSON object in `path` (e.g. a search's best_params.json).
+
+    Raises:
+      UserError: the file is missing, is not a JSON object, or names a key the config lacks.
+    """
+    try:
+        overrides = files.read_json(path)
+    except (OSError, ValueError) as e:
+        raise UserError(f"--overrides={path}: cannot read a JSON object ({e})") from None
+    if not isinstance(overrides, dict):
+        raise UserError(f"--overrides={path}: expected a JSON object of 'block.key': value")
+    apply_overrides(config, overrides, source=path)
 
 
 def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dict:
