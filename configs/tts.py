@@ -6,6 +6,10 @@ python launch.py --config=configs/tts.py:dataset=demo,smoke          # a handful
 python launch.py --config=configs/tts.py:dataset=sdcnl,backend=bark --config.data.path=DIR \
     --config.tts.model=/path/to/bark          # or suno/bark, suno/bark-small where reachable
 
+The backend defaults to piper under protocol=clean and to bark (the paper's) under
+protocol=paper; where Bark's weights cannot be loaded (no model hub), the run stops with one
+line naming piper, the offline backend.
+
 A killed run resumes: finished files are kept, unreadable ones are made again. The wavs and
 `manifest.json` are in `<workdir>/wavs`; results.json records the real-time factor.
 """
@@ -14,7 +18,7 @@ import ml_collections
 
 from configs import common
 
-ARGS = dict(dataset="demo", backend="piper", protocol="clean", smoke=False)
+ARGS = dict(dataset="demo", backend="", protocol="clean", smoke=False)
 
 
 def get_config(arg=None):
@@ -23,7 +27,8 @@ def get_config(arg=None):
     config.data = common.data_config(args.dataset, config.protocol, config.smoke)
 
     tts = ml_collections.ConfigDict()
-    tts.backend = args.backend  # piper (offline, default) or bark (the paper's voice)
+    # piper (offline; clean's default) or bark (the paper's voice; paper's default)
+    tts.backend = args.backend or ("bark" if config.protocol == "paper" else "piper")
     tts.max_examples = 6 if config.smoke else 0  # the first N examples in global order; 0 = all
     tts.max_words = 45  # a sentence over this many words is cut into chunks
     tts.pause_s = 0.25  # silence after every piece, the last one too

@@ -126,3 +126,26 @@ def test_rerun_after_interruption_and_corruption_completes(piper, tmp_path):
 def test_piece_seeds_are_stable_and_distinct():
     assert tts.piece_seed(0, 5, 1) == tts.piece_seed(0, 5, 1)
     assert len({tts.piece_seed(s, i, k) for s in (0, 1) for i in (0, 1) for k in (0, 1)}) == 8
+
+
+def test_paper_selects_bark_and_missing_bark_is_one_line_naming_piper(tmp_path):
+    """protocol=paper picks Bark (the paper's voice) for the tts stage and the audio teacher's
+    tts; without Bark's weights (no hub here) the run ends with one line that names piper."""
+    from configs import teacher_audio
+    from configs import tts as tts_config
+    from mh3.audio import tts as tts_lib
+    from mh3.errors import UserError
+
+    assert tts_config.get_config("protocol=paper").tts.backend == "bark"
+    assert tts_config.get_config("").tts.backend == "piper"
+    assert tts_config.get_config("protocol=paper,backend=piper").tts.backend == "piper"
+    assert teacher_audio.get_config("protocol=paper").tts.tts.backend == "bark"
+    assert teacher_audio.get_config("").tts.tts.backend == "piper"
+    config = tts_config.get_config("protocol=paper").tts
+    for model in (str(tmp_path / "no-bark"), "suno/bark"):
+        config.model = model
+        with pytest.raises(UserError) as e:
+            tts_lib.make_backend(config)
+        line = str(e.value)
+        assert "\n" not in line and "Bark" in line and model in line
+        assert "--config.tts.backend=piper" in line

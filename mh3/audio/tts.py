@@ -112,7 +112,14 @@ class BarkBackend:
 
         from mh3.weights.hub import resolve_checkpoint
 
-        folder = resolve_checkpoint(model)
+        try:
+            folder = resolve_checkpoint(model)
+        except UserError:
+            # resolve_checkpoint's own advice names text checkpoints; this one is Bark's.
+            raise UserError(
+                f"cannot load the Bark model {model!r}: not a local folder, and the model hub "
+                "cannot be reached or lacks it; set --config.tts.model=FOLDER (a Bark folder)"
+            ) from None
         # A hub name's processor is loaded by name: transformers then fetches (or reads from
         # its cache) the speaker-embedding arrays the preset names, which are not in `folder`.
         processor_source = model if not os.path.isdir(os.path.expanduser(model)) else folder
@@ -151,19 +158,29 @@ class BarkBackend:
         return audio[0].float().cpu().numpy().astype(np.float32)
 
 
+PIPER_HINT = (
+    "or use the offline piper backend: --config.tts.backend=piper "
+    "(--config.tts.tts.backend=piper when a teacher stage runs tts)"
+)
+
+
 def make_backend(tts_config) -> Backend:
     """Builds the backend named by `tts_config.backend` from the `tts` block of the config."""
     if tts_config.backend == "piper":
         return PiperBackend(tts_config.voice)
     if tts_config.backend == "bark":
-        return BarkBackend(
-            tts_config.model,
-            voice_preset=tts_config.voice_preset,
-            text_temperature=tts_config.text_temperature,
-            waveform_temperature=tts_config.waveform_temperature,
-            fine_temperature=tts_config.fine_temperature,
-            semantic_max_new_tokens=tts_config.semantic_max_new_tokens,
-        )
+        try:
+            return BarkBackend(
+                tts_config.model,
+                voice_preset=tts_config.voice_preset,
+                text_temperature=tts_config.text_temperature,
+                waveform_temperature=tts_config.waveform_temperature,
+                fine_temperature=tts_config.fine_temperature,
+                semantic_max_new_tokens=tts_config.semantic_max_new_tokens,
+            )
+        except UserError as e:
+            # protocol=paper picks Bark by default; a machine without the hub needs the way out.
+            raise UserError(f"{e}; {PIPER_HINT}") from None
     raise UserError(f"tts.backend={tts_config.backend!r}; choose piper or bark")
 
 
