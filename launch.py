@@ -11,7 +11,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from mh3 import stages
-from mh3.errors import UserError
+from mh3.errors import UserError, disk_fault
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/student.py:dataset=sdcnl", lock_config=True
@@ -20,7 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output folder (default runs/<st
 _OVERRIDES = flags.DEFINE_string(
     "overrides", None, 'JSON {"block.key": value} set on the config last, e.g. best_params.json'
 )
-# Multi-host runs (one process per host): all three, or none (single host / cluster autodetect).
+# Multi-host (one process per host): all three, or none (one host / cluster autodetect).
 _COORD = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NPROC = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PID = flags.DEFINE_integer("process_id", None, "This process's index.")
@@ -33,8 +33,7 @@ def _fail(message: str) -> None:
 
 
 def _parse_flags(argv):
-    # absl's parser prints the whole usage text and exits 1, and ml_collections raises a
-    # KeyError/AttributeError for a misspelt --config.key: we want one line and exit 2.
+    # absl prints its usage and exits 1, ml_collections raises on a misspelt --config.key.
     try:
         return flags.FLAGS(argv)
     except (flags.Error, UserError, KeyError, AttributeError, TypeError, ValueError) as e:
@@ -44,11 +43,13 @@ def _parse_flags(argv):
 
 
 class _QuietOrbax(pylogging.Filter):
-    """Drops Orbax's INFO records: it logs a dozen lines per checkpoint save, which buries the
-    training log; its warnings and errors still pass."""
+    """Drops Orbax's INFO records and its errors' tracebacks (dozens on a full disk)."""
 
     def filter(self, record: pylogging.LogRecord) -> bool:
-        return record.levelno >= pylogging.WARNING or "/orbax/" not in record.pathname
+        if "/orbax/" not in record.pathname:
+            return True
+        record.exc_info = record.exc_text = None
+        return record.levelno >= pylogging.WARNING
 
 
 def main(argv):
@@ -70,6 +71,8 @@ def main(argv):
         results = stages.run_stage(config, _WORKDIR.value)
     except UserError as e:
         _fail(str(e))
+    except OSError as e:
+        _fail(disk_fault(e))
     logging.info("results: %s/results.json", results["workdir"])
     print(f"results: {results['workdir']}/results.json")
 

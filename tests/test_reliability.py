@@ -55,3 +55,42 @@ def test_a_failed_command_leaves_a_finished_workdir_as_it_was(tmp_path):
     assert {n: (workdir / n).read_bytes() for n in before} == before
     # ... and the finished stage is still recognised as done.
     assert stages.is_done(data_config.get_config("smoke"), str(workdir))
+
+
+def _launch(*args):
+    cmd = [sys.executable, "launch.py", *args]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_an_unusable_workdir_is_one_line_and_exit_2(tmp_path):
+    (tmp_path / "a-file").write_text("x")
+    for workdir, words in ((tmp_path / "a-file", "it is a file"), ("/proc/mh3-x", "cannot be")):
+        done = _launch("--config=configs/data.py:smoke", f"--workdir={workdir}")
+        assert done.returncode == 2, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith(f"error: workdir {workdir} cannot be written") and words in last
+        assert "Traceback" not in done.stderr
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 2 MB file system (tmpfs; needs root, as on the CI machines), unmounted afterwards."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    made = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)])
+    if made.returncode:
+        pytest.skip("cannot mount a small tmpfs here (not root)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)])
+
+
+def test_a_full_disk_mid_run_ends_in_one_line_and_exit_2(tiny_bert, tiny_disk):
+    # The smoke teacher's first checkpoint does not fit in 2 MB (Orbax fails in its threads).
+    done = _launch(
+        "--config=configs/teacher_text.py:smoke", f"--workdir={tiny_disk}/w",
+        f"--config.model.name={tiny_bert}", f"--config.data.tokenizer={tiny_bert}",
+        "--config.data.bucketing=false",
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "No space left on device" in last and "rerun" in last

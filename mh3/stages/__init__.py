@@ -7,12 +7,14 @@ and a pipeline never repeats finished work), and writes `results.json` atomicall
 """
 
 import contextlib
+import errno
 import fcntl
 import hashlib
 import importlib
 import json
 import os
 import socket
+import tempfile
 import time
 
 import jax
@@ -134,7 +136,7 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
     if not force and is_done(config, workdir):
         logging.info("stage %s already done in %s; skipping", config.stage, workdir)
         return files.read_json(results_path)
-    os.makedirs(workdir, exist_ok=True)
+    check_writable(workdir)
     with workdir_lock(workdir):
         config_path = os.path.join(workdir, "config.json")
         before = open(config_path, "rb").read() if os.path.exists(config_path) else None
@@ -162,6 +164,25 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
 
 
 LOCK = ".mh3.lock"
+
+
+def check_writable(workdir: str) -> None:
+    """Creates `workdir` and proves a file can be written there, before any work starts.
+
+    Raises:
+      UserError: one line naming the workdir and why (a file in the way, no permission, a
+        read-only or full file system).
+    """
+    try:
+        if os.path.exists(workdir) and not os.path.isdir(workdir):
+            raise NotADirectoryError(errno.ENOTDIR, "it is a file, not a folder", workdir)
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=workdir, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise UserError(
+            f"workdir {workdir} cannot be written ({e.strerror or e}); pass another --workdir"
+        ) from None
 
 
 @contextlib.contextmanager

@@ -16,9 +16,11 @@ that differ. Resuming silently would give old parameters under the new config's 
 refusing would stop the student pipeline, whose teacher workdirs are reused across configs.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 
 import jax
@@ -73,6 +75,21 @@ def differences(old: dict, new: dict, limit: int = 6) -> str:
     if len(keys) > limit:
         parts.append(f"and {len(keys) - limit} more")
     return ", ".join(parts)
+
+
+@contextlib.contextmanager
+def _os_errors(directory: str):
+    """Turns TensorStore's file-system failures inside Orbax (a full disk, a read-only file
+    system: ValueErrors carrying `os_error_code='N'`) back into the OSError they are, so the
+    launcher reports them in one line like any other disk fault."""
+    try:
+        yield
+    except (ValueError, RuntimeError) as e:
+        code = re.search(r"os_error_code='?(\d+)", str(e))
+        if code is None:
+            raise
+        number = int(code.group(1))
+        raise OSError(number, os.strerror(number), directory) from e
 
 
 def _bind(directory: str, fp: dict) -> None:
@@ -132,7 +149,8 @@ class Checkpoints:
         }
         if self.keep_best:
             items["best"] = ocp.args.StandardSave(best if best is not None else host_state.params)
-        self._manager.save(step, args=ocp.args.Composite(**items), force=True)
+        with _os_errors(self.directory):
+            self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
     def restore(self, template: state_lib.TrainState) -> tuple[state_lib.TrainState, dict, object]:
         """The newest checkpoint that reads back, as (host state, loop dict, best params or None).
@@ -176,9 +194,11 @@ class Checkpoints:
 
     def wait(self) -> None:
         """Blocks until pending asynchronous saves are on disk."""
-        self._manager.wait_until_finished()
+        with _os_errors(self.directory):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
         """Finishes pending saves and releases the manager."""
-        self._manager.wait_until_finished()
-        self._manager.close()
+        with _os_errors(self.directory):
+            self._manager.wait_until_finished()
+            self._manager.close()
