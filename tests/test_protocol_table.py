@@ -14,7 +14,11 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STAGES = ("data", "tts", "emotion_embeddings", "teacher_text", "teacher_emotion", "teacher_audio",
-          "student")  # fmt: skip
+          "student", "search")  # fmt: skip
+# config arguments besides the protocol; a search's `trial` block is its target's config,
+# which the target's own rows cover
+ARGS = {"search": "target=student,"}
+SKIP = {"search": "trial."}
 # nested block -> the stage config it is (prefixes are matched longest first)
 NESTED = {
     "teacher_text": "teacher_text",
@@ -55,9 +59,12 @@ def rows() -> list[tuple[str, str, str, str]]:
     out = set()
     for stage in STAGES:
         module = importlib.import_module(f"configs.{stage}")
-        clean = _flat(module.get_config("protocol=clean"))
-        paper = _flat(module.get_config("protocol=paper"))
+        extra = ARGS.get(stage, "")
+        clean = _flat(module.get_config(extra + "protocol=clean"))
+        paper = _flat(module.get_config(extra + "protocol=paper"))
         for key in set(clean) | set(paper):
+            if stage in SKIP and key.startswith(SKIP[stage]):
+                continue
             a, b = clean.get(key, "(absent)"), paper.get(key, "(absent)")
             owner, own_key = _owner(stage, key)
             if a != b and own_key != "protocol":
