@@ -159,6 +159,7 @@ def batches(
     epoch: int = 0,
     process_index: int = 0,
     process_count: int = 1,
+    group_batches: int = 50,
 ) -> Iterator[dict]:
     """Batches of (already normalised) features, shuffled and sharded like the text batches.
 
@@ -176,7 +177,7 @@ def batches(
     rows = np.arange(len(labels)) if rows is None else np.asarray(rows)
     plan, _ = batching.plan(
         np.ones(len(rows), np.int64), batch_size, train=train, seed=seed, epoch=epoch,
-        process_count=process_count, buckets=None, max_len=1,
+        process_count=process_count, buckets=None, max_len=1, group_batches=group_batches,
     )  # fmt: skip
     for k in range(len(plan)):
         pos = plan[k, process_index]
@@ -199,6 +200,7 @@ def task(
     batch_size: int,
     eval_batch_size: int,
     seed: int,
+    group_batches: int = 50,
     save=None,
 ) -> recipe.Task:
     """The recipe task of an audio teacher: classify `dataset`'s examples from their features.
@@ -209,6 +211,7 @@ def task(
       dataset: a mh3.data.Dataset (its splits, labels, ids and classes).
       batch_size: global training batch size; eval_batch_size: the held-out one.
       seed: the data-order seed.
+      group_batches: `data.group_batches` (0: the notebooks' uniform shuffle, short batch last).
       save: `(folder, params)` -> writes the saved model (`save`, bound to its settings).
     """
     examples = dataset.examples
@@ -224,7 +227,7 @@ def task(
     def split_batches(split: str, *, train: bool, epoch: int = 0) -> Iterator[dict]:
         size = batch_size if train else eval_batch_size
         return batches(features, labels, indices, size, rows=rows[split], train=train,
-                       seed=seed, epoch=epoch, **proc)  # fmt: skip
+                       seed=seed, epoch=epoch, group_batches=group_batches, **proc)  # fmt: skip
 
     return recipe.Task(
         model=model,

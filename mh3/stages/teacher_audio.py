@@ -147,7 +147,8 @@ def run(config, workdir: str) -> dict:
     )  # fmt: skip
     task = teacher.task(
         model, params, x, ds, batch_size=config.data.batch_size,
-        eval_batch_size=config.data.eval_batch_size, seed=config.seed, save=save,
+        eval_batch_size=config.data.eval_batch_size, seed=config.seed,
+        group_batches=config.data.group_batches, save=save,
     )  # fmt: skip
     _, results = recipe.train(config, workdir, task, rng=keys["dropout"])
     results.update(
