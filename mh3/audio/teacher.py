@@ -28,7 +28,7 @@ from absl import logging
 from mh3 import files, saved_model, weights
 from mh3.audio import features as feats
 from mh3.audio.tts import MANIFEST, text_hash, wav_name
-from mh3.data import SPLITS, batching
+from mh3.data import SPLITS, batching, check_trainable
 from mh3.errors import UserError
 from mh3.train import parallel, recipe
 
@@ -214,6 +214,7 @@ def task(
       group_batches: `data.group_batches` (0: the notebooks' uniform shuffle, short batch last).
       save: `(folder, params)` -> writes the saved model (`save`, bound to its settings).
     """
+    check_trainable(dataset)
     examples = dataset.examples
     labels = np.array([e.label for e in examples], np.int32)
     indices = np.array([e.index for e in examples], np.int32)

@@ -37,7 +37,7 @@ soft labels are keyed by `Example.index` (`Sample_{index}.wav`). The demo datase
 """
 
 from mh3.data.batching import batches, bucket_lengths, num_batches
-from mh3.data.dataset import SPLITS, Dataset, Example, load_dataset
+from mh3.data.dataset import SPLITS, Dataset, Example, check_trainable, load_dataset
 from mh3.data.prepare import Prepared, prepare
 from mh3.data.preprocess import preprocess
 from mh3.data.registry import NAMES
@@ -52,6 +52,6 @@ from mh3.data.tokenize import (
 
 __all__ = [
     "NAMES", "SPLITS", "Dataset", "Encoded", "Example", "Prepared", "Tokenizer", "batches",
-    "bucket_lengths", "build_tokenizer", "encode", "load_dataset", "load_tokenizer",
+    "bucket_lengths", "build_tokenizer", "check_trainable", "encode", "load_dataset", "load_tokenizer",
     "max_len_for", "num_batches", "prepare", "preprocess",
 ]  # fmt: skip

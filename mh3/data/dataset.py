@@ -67,6 +67,26 @@ class Dataset:
         return out
 
 
+def check_trainable(dataset: Dataset) -> None:
+    """Refuses a training split with fewer than 2 classes; warns about such a val/test split
+    (its per-class metrics and ROC-AUC are undefined). Every classifier stage calls it.
+
+    Raises:
+      UserError: the training split holds fewer than 2 classes.
+    """
+    for split in SPLITS:
+        present = sorted({e.label for e in dataset.examples if e.split == split})
+        if len(present) >= 2 or not any(e.split == split for e in dataset.examples):
+            continue
+        if split == "train":
+            raise UserError(
+                f"dataset {dataset.name}: the training split has {len(present)} class(es) "
+                f"({[dataset.classes[i] for i in present]}); a classifier needs at least 2"
+            )
+        logging.warning("dataset %s: the %s split has only %d class(es); its per-class "
+                        "metrics and ROC-AUC are undefined", dataset.name, split, len(present))  # fmt: skip
+
+
 def _norm_label(value: str) -> str:
     # Pandas writes integer labels of a column with gaps as "1.0"; they mean "1".
     value = value.strip()

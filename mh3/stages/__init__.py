@@ -20,7 +20,7 @@ import time
 import jax
 from absl import logging
 
-from mh3 import files
+from mh3 import files, validate
 from mh3.errors import UserError
 from mh3.train import parallel
 
@@ -131,6 +131,7 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
         raise UserError(
             f"unknown stage {config.stage!r} in the config; known stages: {', '.join(sorted(STAGES))}"
         )
+    validate.check(config)
     workdir = workdir or default_workdir(config)
     results_path = os.path.join(workdir, "results.json")
     if not force and is_done(config, workdir):

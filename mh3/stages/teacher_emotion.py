@@ -92,6 +92,7 @@ def split_batches(config, prep: data.Prepared, split: str, *, train: bool, epoch
 def run(config, workdir: str) -> dict:
     vocab_map, weights, table_path = resolve_table(config, workdir)
     prep = data.prepare(config.data)
+    data.check_trainable(prep.dataset)
     ds = prep.dataset
     table = mmemog.teacher_table(vocab_map, weights, prep.tokenizer.hf, seed=config.table_seed)
     model = build_model(config.model, table.shape, prep)

@@ -70,6 +70,7 @@ def text_task(
             f"choose one of {list(export.DTYPES)}"
         )
     ds, tok = prep.dataset, prep.tokenizer
+    data.check_trainable(ds)
     model, params = weights.from_hf(
         config.model.name,
         num_labels=len(ds.classes),

@@ -9,10 +9,14 @@ multi-class: one-vs-rest, macro), confusion_matrix (rows = true, columns = predi
 from collections.abc import Sequence
 
 import numpy as np
+from absl import logging
 from scipy.special import softmax
 from sklearn import metrics as skm
 
 from mh3 import files
+
+# The scores a run can select its model on (train.select_metric), besides the loss.
+SCORES = ("accuracy", "f1_macro", "f1_weighted", "f1_micro")
 
 
 def classification(
@@ -62,8 +66,10 @@ def classification(
 
 
 def _roc_auc(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float | None:
-    # AUC is undefined when the split lacks a class; report None rather than fail the run.
-    if len(np.unique(labels)) < n_classes:
+    # AUC is undefined when the split lacks a class; report None (JSON null), not NaN.
+    if n_classes < 2 or len(np.unique(labels)) < n_classes:
+        logging.warning("ROC-AUC undefined: the split has labels of %d of %d classes; null",
+                        len(np.unique(labels)), n_classes)  # fmt: skip
         return None
     if n_classes == 2:
         return float(skm.roc_auc_score(labels, probs[:, 1]))
