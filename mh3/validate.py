@@ -8,7 +8,7 @@ workdir is touched.
 """
 
 from mh3.errors import UserError
-from mh3.train import metrics
+from mh3.train import checkpoints, metrics
 
 _FRACTION = ("a fraction in [0, 1)", lambda v: 0 <= v < 1)
 # key-name ending -> (what is allowed, test)
@@ -48,18 +48,9 @@ RULES = {
 }
 
 
-def _flatten(tree, prefix=""):
-    for key, value in tree.items():
-        name = f"{prefix}.{key}" if prefix else key
-        if isinstance(value, dict):
-            yield from _flatten(value, name)
-        else:
-            yield name, value
-
-
 def check(config) -> None:
     """Raises a UserError naming the first config value out of its range, and the fix."""
-    flat = dict(_flatten(config.to_dict()))
+    flat = checkpoints.flatten(config.to_dict())
     for name, value in flat.items():
         for ending, (allowed, ok) in RULES.items():
             if (name == ending or name.endswith("." + ending)) and not ok(value):

@@ -38,12 +38,13 @@ SUPERSEDED = "checkpoints.superseded"
 NOT_TRAINING = ("train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep")
 
 
-def _flatten(tree, prefix: str = "") -> dict:
+def flatten(tree, prefix: str = "") -> dict:
+    """A nested dict (e.g. `config.to_dict()`) as {dotted.key: leaf value}."""
     if not isinstance(tree, dict):
         return {prefix: tree}
     out = {}
     for key, value in tree.items():
-        out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
     return out
 
 
@@ -55,8 +56,8 @@ def fingerprint(config, **inputs) -> dict:
       **inputs: other things the run's result depends on, as JSON values (e.g. digests).
     """
     tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    flat = {k: v for k, v in _flatten(tree).items() if k not in NOT_TRAINING}
-    flat.update(_flatten(inputs, "inputs"))
+    flat = {k: v for k, v in flatten(tree).items() if k not in NOT_TRAINING}
+    flat.update(flatten(inputs, "inputs"))
     # Round-trip through JSON so tuples and lists compare equal with what is read back.
     return json.loads(json.dumps(flat, sort_keys=True, default=str))
 
