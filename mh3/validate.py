@@ -7,6 +7,7 @@ stage config is covered without being listed. `check(config)` runs in `run_stage
 workdir is touched.
 """
 
+from mh3 import weights
 from mh3.errors import UserError
 from mh3.train import checkpoints, metrics
 
@@ -43,6 +44,7 @@ RULES = {
     "optim.plateau_factor": ("a factor in (0, 1)", lambda v: 0 < v < 1),
     "model.hidden_dropout_prob": ("-1 (keep) or a rate in [0, 1)", lambda v: v == -1 or 0 <= v < 1),
     "model.dropout": _FRACTION,
+    "model.compute_dtype": (f"one of {list(weights.DTYPES)}", lambda v: v in weights.DTYPES),
     "kd.temperature": ("a number > 0", lambda v: v > 0),
     "runs": ("an integer >= 1", lambda v: v >= 1),
 }

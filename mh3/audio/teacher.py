@@ -21,7 +21,6 @@ import itertools
 import os
 from collections.abc import Iterable, Iterator, Sequence
 
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
@@ -32,7 +31,6 @@ from mh3.data import SPLITS, batching, check_trainable
 from mh3.errors import UserError
 from mh3.train import parallel, recipe
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # What mh3.audio.features.fbank computes (its module docstring), recorded in mh3.json so a
 # saved model says how its inputs were made; a model recorded with other settings is refused.
 FBANK = dict(

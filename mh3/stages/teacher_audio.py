@@ -26,11 +26,6 @@ TINY_RANDOM = "tiny-random"
 
 def check_config(config) -> None:
     """Raises a UserError naming the key of a setting this stage cannot use."""
-    if config.model.compute_dtype not in teacher.DTYPES:
-        raise UserError(
-            f"config model.compute_dtype={config.model.compute_dtype!r}; "
-            f"choose one of {list(teacher.DTYPES)}"
-        )
     splits = tuple(config.audio.stats_splits)
     if not splits or set(splits) - set(data.SPLITS):
         raise UserError(
@@ -137,7 +132,7 @@ def run(config, workdir: str) -> dict:
         checkpoint(config, workdir, init_seed),
         num_labels=len(ds.classes),
         seed=init_seed,
-        dtype=teacher.DTYPES[config.model.compute_dtype],
+        dtype=weights.DTYPES[config.model.compute_dtype],
         **overrides(config),
     )
     save = functools.partial(

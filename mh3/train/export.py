@@ -14,7 +14,6 @@ import jax.numpy as jnp
 
 from mh3 import data, saved_model, weights
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
@@ -44,7 +43,7 @@ class TextPredictor(saved_model.TextPredictorBase):
     def __init__(self, folder: str, meta: dict, batch_size: int | None = None):
         super().__init__(folder, meta, batch_size)
         self.model, self.params = weights.from_hf(
-            folder, dtype=DTYPES[meta["compute_dtype"]], num_labels=len(self.classes)
+            folder, dtype=weights.DTYPES[meta["compute_dtype"]], num_labels=len(self.classes)
         )
         self.tokenizer = data.load_tokenizer(folder)
         self.max_len = int(meta["max_len"])

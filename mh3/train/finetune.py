@@ -14,7 +14,6 @@ from collections.abc import Callable
 from absl import logging
 
 from mh3 import data, weights
-from mh3.errors import UserError
 from mh3.train import export, parallel, recipe, steps
 
 
@@ -64,18 +63,13 @@ def text_task(
       loss_fn: the per-example training loss (mh3.train.steps).
       extra_inputs: batch -> batch, applied to every host batch (e.g. adds teacher logits).
     """
-    if config.model.compute_dtype not in export.DTYPES:
-        raise UserError(
-            f"config model.compute_dtype={config.model.compute_dtype!r}; "
-            f"choose one of {list(export.DTYPES)}"
-        )
     ds, tok = prep.dataset, prep.tokenizer
     data.check_trainable(ds)
     model, params = weights.from_hf(
         config.model.name,
         num_labels=len(ds.classes),
         seed=recipe.key_seed(keys["init"]),
-        dtype=export.DTYPES[config.model.compute_dtype],
+        dtype=weights.DTYPES[config.model.compute_dtype],
         **overrides(config.model, model_type(config.model.name)),
     )
     model, params = weights.grow_vocab(

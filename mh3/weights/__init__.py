@@ -36,6 +36,8 @@ from mh3.weights.hub import resolve_checkpoint
 
 # model_type -> family module (see mh3/weights/bert.py for what a family module provides).
 FAMILIES = {t: family for family in (bert_family, ast_family) for t in family.MODEL_TYPES}
+# `model.compute_dtype` names -> the dtype a module computes in (params stay float32).
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def read_tensors(folder: str) -> dict[str, np.ndarray]:
