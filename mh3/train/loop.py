@@ -57,15 +57,17 @@ def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None
     Returns:
       dict with `loss`, and the PER_ROW host arrays `logits`, `labels`, `mask`, `index`
       (padding rows included; index -1 where batches carry none) plus the classification
-      metrics when class_names is given.
+      metrics when class_names is given, and then also `f1_weighted_batch_mean` (the mean of
+      per-batch weighted F1: the notebooks' search objective).
     """
-    logits, labels, masks, index, losses, counts = [], [], [], [], [], []
+    logits, labels, masks, index, losses, counts, sizes = [], [], [], [], [], [], []
     pending = []
     for batch, host in parallel.prefetch(batches):
         labels.append(np.asarray(host["label"]))
         masks.append(np.asarray(host["mask"]))
         index.append(np.asarray(host.get("index", np.full(len(host["mask"]), -1))))
         pending.append(p_eval(pstate, batch))
+        sizes.append(len(host["mask"]))
     for out in parallel.to_host(pending):
         logit = out["logits"]
         logits.append(logit.reshape(-1, *logit.shape[2:]))
@@ -84,6 +86,9 @@ def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None
             metrics_lib.classification(
                 result["logits"], result["labels"], result["mask"], class_names
             )
+        )
+        result["f1_weighted_batch_mean"] = metrics_lib.batch_mean_f1_weighted(
+            result["logits"], result["labels"], result["mask"], sizes
         )
     return result
 

@@ -65,6 +65,27 @@ def classification(
     return out
 
 
+def batch_mean_f1_weighted(
+    logits: np.ndarray, labels: np.ndarray, mask: np.ndarray, sizes: Sequence[int]
+) -> float:
+    """The notebooks' search objective: weighted F1 of each validation batch on its own (over
+    the classes present in that batch, sklearn's default), averaged over batches.
+
+    Args:
+      logits, labels, mask: as in `classification`, batches concatenated in order.
+      sizes: the row count of each batch (padding included), in order.
+    """
+    scores, start = [], 0
+    for size in sizes:
+        keep = np.asarray(mask[start : start + size]).astype(bool)
+        y = np.asarray(labels[start : start + size])[keep]
+        pred = np.asarray(logits[start : start + size])[keep].argmax(-1)
+        start += size
+        if len(y):
+            scores.append(skm.f1_score(y, pred, average="weighted", zero_division=0))
+    return float(np.mean(scores)) if scores else 0.0
+
+
 def _roc_auc(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float | None:
     # AUC is undefined when the split lacks a class; report None (JSON null), not NaN.
     if n_classes < 2 or len(np.unique(labels)) < n_classes:
