@@ -38,6 +38,7 @@ STAGES = {
     "predict": "mh3.stages.predict",
     "evaluate": "mh3.stages.evaluate",
     "search": "mh3.stages.search",
+    "compare": "mh3.stages.compare",
 }
 
 

@@ -112,6 +112,8 @@ def plot_confusion(
     skm.ConfusionMatrixDisplay(matrix, display_labels=list(class_names)).plot(
         ax=ax, colorbar=False, xticks_rotation=45
     )
+    # Say what the cells count: sklearn's default "True label" leaves it to the reader.
+    ax.set(xlabel="predicted class", ylabel="true class (cells: number of examples)")
     ax.set_title(title)
     fig.tight_layout()
     files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=100))
