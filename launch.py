@@ -4,7 +4,6 @@ The config names the stage (`config.stage`); see configs/ and README.md. A mista
 make (unknown config key, bad path, bad column) ends in one line on stderr and exit code 2.
 """
 
-import logging as pylogging
 import sys
 
 from absl import app, flags, logging
@@ -12,6 +11,7 @@ from ml_collections import config_flags
 
 from mh3 import stages
 from mh3.errors import UserError, disk_fault
+from mh3.train import tracking
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Stage config file, e.g. configs/student.py:dataset=sdcnl", lock_config=True
@@ -42,18 +42,9 @@ def _parse_flags(argv):
         _fail(f"{what}: {text}")
 
 
-class _QuietOrbax(pylogging.Filter):
-    """Drops Orbax's INFO records and its errors' tracebacks (dozens on a full disk)."""
-
-    def filter(self, record: pylogging.LogRecord) -> bool:
-        if "/orbax/" not in record.pathname:
-            return True
-        record.exc_info = record.exc_text = None
-        return record.levelno >= pylogging.WARNING
-
-
 def main(argv):
-    logging.get_absl_handler().addFilter(_QuietOrbax())
+    # Orbax's INFO records stay out of stderr, as of every workdir's log.txt.
+    logging.get_absl_handler().addFilter(tracking.QuietOrbax())
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; pass options as --config.key=value")
     try:

@@ -88,8 +88,9 @@ def student_loss(
     """A `loss_fn` for mh3.train.steps: the student on `batch`, teachers from `teacher_logits`.
 
     `batch['teacher_logits']` (B, K, C) holds the cached logits of the K teachers for each
-    example (absent for the no-teacher baseline). Bind the keyword arguments with
-    `functools.partial` (or use `make_student_loss`).
+    example (absent for the no-teacher baseline). `aux['terms']` holds the per-example CE and
+    KD terms (`loss_ce`, `loss_kd`, unweighted), which the steps report beside the loss.
+    Bind the keyword arguments with `functools.partial` (or use `make_student_loss`).
     """
     inputs = {
         k: v for k, v in batch.items() if k in ("input_ids", "attention_mask", "token_type_ids")
@@ -99,7 +100,7 @@ def student_loss(
     if "teacher_logits" in batch:
         weights = None if teacher_weights is None else jnp.asarray(teacher_weights)
         target = teacher_probs(batch["teacher_logits"], weights, temperature)
-    loss, _ = kd_per_example(
+    loss, terms = kd_per_example(
         logits,
         batch["label"],
         target,
@@ -108,7 +109,9 @@ def student_loss(
         temperature=temperature,
         reduction=reduction,
     )
-    return loss, {"logits": logits.astype(jnp.float32)}
+    # The unweighted parts, for the logs: loss = ce_weight * loss_ce + kd_weight * loss_kd.
+    terms = {"loss_ce": terms["ce"], "loss_kd": terms["kd"]}
+    return loss, {"logits": logits.astype(jnp.float32), "terms": terms}
 
 
 def make_student_loss(kd_config, teacher_weights: tuple[float, ...] | None = None):

@@ -55,6 +55,10 @@ def soft_labels(
     if os.path.exists(path):
         with np.load(path) as cached:
             return cached["logits"]
+    # The forward pass shows its own progress bar (mh3.train.loop.predict_logits).
+    logging.info(
+        "soft labels of %s: running the teacher on %d examples", name, len(dataset.examples)
+    )
     logits = predict()
     if logits.shape != (len(dataset.examples), len(dataset.classes)):
         raise ValueError(f"teacher {name} gave logits of shape {logits.shape}")

@@ -22,7 +22,7 @@ from absl import logging
 
 from mh3 import files, validate
 from mh3.errors import UserError
-from mh3.train import parallel
+from mh3.train import parallel, tracking
 
 # Stage name -> module. Modules are imported only when their stage runs, so a stage's heavy
 # dependencies (torch for Bark, piper for speech) never slow down the others.
@@ -150,7 +150,10 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
         previous = jax.config.jax_default_prng_impl
         jax.config.update("jax_default_prng_impl", prng_impl(config))
         try:
-            results = module.run(config, workdir)
+            # `<workdir>/log.txt`: this stage's log records (a nested stage writes its own).
+            with tracking.log_file(workdir):
+                logging.info("stage %s in %s (process %d)", config.stage, workdir, os.getpid())
+                results = module.run(config, workdir)
         except BaseException:
             # A failed command leaves the workdir's record as it was: config.json goes on
             # describing the results (and checkpoints) already there.

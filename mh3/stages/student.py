@@ -14,7 +14,6 @@ continues where it stopped. Selection uses validation only; test is only reporte
 """
 
 import copy
-import functools
 import hashlib
 import os
 
@@ -24,7 +23,7 @@ from absl import logging
 from mh3 import data, files, stages
 from mh3.distill import losses, report, teachers
 from mh3.errors import UserError
-from mh3.train import checkpoints, finetune, recipe
+from mh3.train import checkpoints, finetune, recipe, tracking
 
 # Data keys that define which examples exist and how they are split: every teacher must agree
 # with the student on them. (Tokenizer and batch sizes stay each teacher's own.)
@@ -67,21 +66,26 @@ def run(config, workdir: str) -> dict:
     prep = data.prepare(config.data)
     classes = list(prep.dataset.classes)
     rows = []
+    # One progress line per step: each teacher stage, its soft-label pass, each student run.
+    teacher_sets = config.runs if config.retrain_teachers else 1
+    pipeline = tracking.Pipeline(2 * len(kinds) * teacher_sets + config.runs, "student")
     for r in range(config.runs):
         seed = config.seed + r
         if r == 0 or config.retrain_teachers:
-            teacher_rows, logits = _teachers(config, kinds, r, prep.dataset, workdir)
+            teacher_rows, logits = _teachers(config, kinds, r, prep.dataset, workdir, pipeline)
             rows += teacher_rows
         run_dir = os.path.join(workdir, f"run{r}")
         done = os.path.join(run_dir, "run.json")
         fp = _run_fingerprint(config, seed, logits)
         key = checkpoints.fingerprint_hash(fp)
-        if os.path.exists(done) and files.read_json(done).get("config_hash") == key:
-            result = files.read_json(done)
-        else:
-            result = _train_student(config, run_dir, prep, seed, logits, weights, fp)
-            result["config_hash"] = key
-            files.write_json(done, result)
+        with pipeline.stage(f"student run {r} (seed {seed}, {run_dir})") as step:
+            if os.path.exists(done) and files.read_json(done).get("config_hash") == key:
+                result = files.read_json(done)
+            else:
+                step.running()
+                result = _train_student(config, run_dir, prep, seed, logits, weights, fp)
+                result["config_hash"] = key
+                files.write_json(done, result)
         rows += report.rows_for(r, seed, "student", result, classes)
     return _report(config, workdir, prep.dataset, kinds, rows)
 
@@ -100,8 +104,11 @@ def _check(config) -> tuple[list[str], tuple | None]:
     return kinds, weights
 
 
-def _teachers(config, kinds, r: int, ds, workdir: str) -> tuple[list[dict], list[np.ndarray]]:
-    """Trains (or finds) each teacher and returns its report rows and its cached soft labels.
+def _teachers(
+    config, kinds, r: int, ds, workdir: str, pipeline: tracking.Pipeline
+) -> tuple[list[dict], list[np.ndarray]]:
+    """Trains (or finds) each teacher and returns its report rows and its cached soft labels;
+    each teacher stage and each soft-label pass is one step of `pipeline`.
 
     As in the paper, teachers are trained once (seed = config.seed, in `<kind>/`) and shared by
     every student run; with `retrain_teachers` run r trains its own (seed + r, `<kind>-run<r>`).
@@ -113,13 +120,20 @@ def _teachers(config, kinds, r: int, ds, workdir: str) -> tuple[list[dict], list
         name = f"{kind}-run{r}" if config.retrain_teachers else kind
         logging.info("run %d: teacher %s", r, name)
         sub = teacher_config(config, kind, seed, teacher_root)
-        res = stages.run_stage(sub, os.path.join(teacher_root, name))
+        where = os.path.join(teacher_root, name)
+        with pipeline.stage(f"teacher {name} ({where})") as step:
+            if not stages.is_done(sub, where):
+                step.running()
+            res = stages.run_stage(sub, where)
         rows += report.rows_for(r, seed, kind, res, list(ds.classes))
-        predict = functools.partial(
-            teachers.teacher_logits, res, ds, batch_size=config.predict_batch_size
-        )
         cache = os.path.join(workdir, "soft_labels")
-        logits.append(teachers.soft_labels(name, res["model"], ds, predict, cache))
+        with pipeline.stage(f"soft labels of {name}") as step:
+
+            def predict(res=res, step=step):
+                step.running()  # called only when the cache has no entry
+                return teachers.teacher_logits(res, ds, batch_size=config.predict_batch_size)
+
+            logits.append(teachers.soft_labels(name, res["model"], ds, predict, cache))
     return rows, logits
 
 

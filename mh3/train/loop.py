@@ -16,10 +16,16 @@ Keys of `config.train` used here (every one set in the stage config):
   checkpoint_every_steps: also checkpoint every N steps inside an epoch (0 = epoch ends only).
   max_to_keep: checkpoints kept on disk.
   log_every_steps: how often training metrics are fetched from the devices and logged.
+
+Each logged record goes to `metrics.jsonl` and, as scalars, to TensorBoard (`<workdir>/tb/`;
+mh3.train.tracking). Train records: `loss` (and the loss's named parts, e.g. the student's
+`loss_ce`, `loss_kd`), `accuracy`, `grad_norm`, means over the steps since the last record;
+`learning_rate` (the schedule's rate times the plateau scale, at the last step) and
+`examples_per_s`. Validation records: every scalar metric of `evaluate`, once per epoch.
 """
 
+import collections
 import functools
-import json
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -27,11 +33,9 @@ from collections.abc import Callable, Iterable, Sequence
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from tqdm import tqdm
 
-from mh3 import files
 from mh3.errors import UserError
-from mh3.train import checkpoints, parallel, steps
+from mh3.train import checkpoints, parallel, steps, tracking
 from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 
@@ -49,38 +53,73 @@ def early_stop(val_losses: Sequence[float], patience: int) -> bool:
 
 # The per-row arrays of `evaluate`'s result (everything else in it is a metric).
 PER_ROW = ("logits", "labels", "mask", "index")
+# Step metrics that are not averages over examples (the rest are, weighted by `count`).
+NOT_MEANS = ("count", "finite", "grad_norm", "accuracy")
 
 
-def evaluate(pstate, p_eval: Callable, batches: Iterable[dict], class_names=None) -> dict:
+def _outputs(fn: Callable, batches: Iterable[dict], bar, size: Callable, ahead: int = 2):
+    """Yields (host output of `fn(device batch)`, host batch) in order, fetching each output
+    while up to `ahead` later batches are queued: the devices stay busy, device memory stays
+    bounded, and `bar` advances (by `size(host batch)`) as results actually arrive."""
+    queue = collections.deque()
+
+    def pop():
+        out, host = queue.popleft()
+        out = parallel.to_host(out)
+        bar.update(size(host))
+        return out, host
+
+    for batch, host in parallel.prefetch(batches):
+        queue.append((fn(batch), host))
+        if len(queue) > ahead:
+            yield pop()
+    while queue:
+        yield pop()
+
+
+def evaluate(
+    pstate, p_eval: Callable, batches: Iterable[dict], class_names=None, *, desc: str = "eval"
+) -> dict:
     """Loss over a split and, with `class_names`, every mh3.train.metrics value.
 
     Returns:
-      dict with `loss`, and the PER_ROW host arrays `logits`, `labels`, `mask`, `index`
-      (padding rows included; index -1 where batches carry none) plus the classification
-      metrics when class_names is given, and then also `f1_weighted_batch_mean` (the mean of
-      per-batch weighted F1: the notebooks' search objective).
+      dict with `loss` (and the loss's named parts, e.g. `loss_ce`), and the PER_ROW host
+      arrays `logits`, `labels`, `mask`, `index` (padding rows included; index -1 where
+      batches carry none) plus the classification metrics when class_names is given, and then
+      also `f1_weighted_batch_mean` (the mean of per-batch weighted F1: the notebooks' search
+      objective).
     """
-    logits, labels, masks, index, losses, counts, sizes = [], [], [], [], [], [], []
-    pending = []
-    for batch, host in parallel.prefetch(batches):
-        labels.append(np.asarray(host["label"]))
-        masks.append(np.asarray(host["mask"]))
-        index.append(np.asarray(host.get("index", np.full(len(host["mask"]), -1))))
-        pending.append(p_eval(pstate, batch))
-        sizes.append(len(host["mask"]))
-    for out in parallel.to_host(pending):
-        logit = out["logits"]
-        logits.append(logit.reshape(-1, *logit.shape[2:]))
-        losses.append(float(out["metrics"]["loss"][0]))
-        counts.append(float(out["metrics"]["count"][0]))
-    total = max(sum(counts), 1.0)
-    result = {
-        "loss": float(sum(x * c for x, c in zip(losses, counts, strict=True)) / total),
-        "logits": np.concatenate(logits),
-        "labels": np.concatenate(labels),
-        "mask": np.concatenate(masks),
-        "index": np.concatenate(index),
-    }
+    logits, labels, masks, index, sizes = [], [], [], [], []
+    sums: dict[str, float] = collections.defaultdict(float)
+    total = 0.0
+    bar = tracking.progress(None, desc, "batch")
+    try:
+        for out, host in _outputs(functools.partial(p_eval, pstate), batches, bar, lambda host: 1):
+            labels.append(np.asarray(host["label"]))
+            masks.append(np.asarray(host["mask"]))
+            index.append(np.asarray(host.get("index", np.full(len(host["mask"]), -1))))
+            sizes.append(len(host["mask"]))
+            logit = out["logits"]
+            logits.append(logit.reshape(-1, *logit.shape[2:]))
+            count = float(out["metrics"]["count"][0])
+            total += count
+            for key, value in out["metrics"].items():
+                if key not in NOT_MEANS:
+                    sums[key] += float(value[0]) * count
+    finally:
+        bar.close()
+    total = max(total, 1.0)
+    result = {key: value / total for key, value in sums.items()}
+    result.update(
+        logits=np.concatenate(logits),
+        labels=np.concatenate(labels),
+        mask=np.concatenate(masks),
+        index=np.concatenate(index),
+    )
+    if parallel.process_count() > 1 and sizes:
+        # Each process holds its slice of every batch; the metrics are over all of them.
+        result.update(parallel.gather_rows({k: result[k] for k in PER_ROW}, sizes[0]))
+        sizes = [size * parallel.process_count() for size in sizes]
     if class_names is not None:
         result.update(
             metrics_lib.classification(
@@ -105,7 +144,9 @@ def forward_fn(apply_fn: Callable, input_keys: tuple[str, ...]) -> Callable:
     return parallel.pmap(functools.partial(_forward, apply_fn=apply_fn, input_keys=input_keys))
 
 
-def predict_logits(forward: Callable, replicated, batches: Iterable[dict], n: int) -> np.ndarray:
+def predict_logits(
+    forward: Callable, replicated, batches: Iterable[dict], n: int, *, desc: str = "predict"
+) -> np.ndarray:
     """Runs `forward` (from `forward_fn`) over eval batches; (n, C) logits by `batch['index']`.
 
     Args:
@@ -113,20 +154,26 @@ def predict_logits(forward: Callable, replicated, batches: Iterable[dict], n: in
       replicated: the model's variables, replicated over the local devices.
       batches: host batches with `mask` and `index` (rows a multiple of the device count).
       n: how many examples; every index in [0, n) must be covered.
+      desc: the progress bar's name.
 
     Rows with `mask == 0` (padding) are dropped.
     """
-    pending, rows = [], []
-    for batch, host in parallel.prefetch(batches):
-        pending.append(forward(replicated, batch))
-        # Only what places the rows is kept, not the inputs, so memory stays per batch.
-        rows.append((np.asarray(host["mask"]) > 0, np.asarray(host["index"])))
     out = None
-    for logits, (keep, index) in zip(parallel.to_host(pending), rows, strict=True):
-        logits = logits.reshape(-1, logits.shape[-1])
-        if out is None:
-            out = np.full((n, logits.shape[-1]), np.nan, np.float32)
-        out[index[keep]] = logits[keep]
+    bar = tracking.progress(n, desc, "ex")
+    try:
+        for logits, host in _outputs(
+            functools.partial(forward, replicated),
+            batches,
+            bar,
+            lambda host: int(np.sum(np.asarray(host["mask"]) > 0)),
+        ):
+            keep, index = np.asarray(host["mask"]) > 0, np.asarray(host["index"])
+            logits = logits.reshape(-1, logits.shape[-1])
+            if out is None:
+                out = np.full((n, logits.shape[-1]), np.nan, np.float32)
+            out[index[keep]] = logits[keep]
+    finally:
+        bar.close()
     if out is None or np.isnan(out).any():
         missing = n if out is None else int(np.isnan(out).any(axis=1).sum())
         raise ValueError(f"{missing} of {n} examples got no prediction")
@@ -150,30 +197,9 @@ def _better(metric: str, new: float, old: float | None) -> bool:
     return new < old if metric == "loss" else new > old
 
 
-class _Log:
-    """metrics.jsonl writer; on resume it drops lines from steps after the restored one, and
-    damaged (truncated) lines."""
-
-    def __init__(self, workdir: str, resume_step: int):
-        self.path = os.path.join(workdir, "metrics.jsonl")
-        if os.path.exists(self.path):
-            kept = []
-            with open(self.path) as f:
-                for number, line in enumerate(f, start=1):
-                    try:
-                        record = json.loads(line)
-                    except ValueError:
-                        # A line cut short by a kill or a full disk: drop it, keep the rest.
-                        if line.strip():
-                            logging.warning("%s line %d is damaged; dropped", self.path, number)
-                        continue
-                    if record["step"] <= resume_step:
-                        kept.append(json.dumps(record) + "\n")
-            files.atomic_write(self.path, lambda tmp: open(tmp, "w").writelines(kept))
-
-    def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+def _plateau_scale(state: state_lib.TrainState) -> float:
+    """The reduce-on-plateau factor on the learning rate (both rules keep it as `scale`)."""
+    return 1.0 if state.plateau is None else float(np.asarray(state.plateau.scale))
 
 
 def fit(
@@ -201,7 +227,8 @@ def fit(
       train_config: the `config.train` block (keys in the module docstring).
       workdir: run folder for checkpoints/ and metrics.jsonl.
       fingerprint: what the run is (mh3.train.checkpoints.fingerprint of its config and
-        inputs); checkpoints made by another fingerprint are never resumed from.
+        inputs); checkpoints made by another fingerprint are never resumed from. Its `optim.*`
+        keys, when present, also give the learning rate the records report.
       class_names: enables classification metrics in validation records.
       on_epoch: called as `on_epoch(epoch, validation record or None)` after each epoch's
         checkpoint (e.g. a hyper-parameter search reporting to its pruner); an exception it
@@ -231,13 +258,17 @@ def fit(
             loop = restored_loop
             logging.info("resuming from checkpoint at step %d in %s", state.step, ckpt.directory)
     start = int(state.step)
-    log = _Log(workdir, start)
     p_train, p_eval = pmapped_steps(loss_fn)
     pstate = parallel.replicate(state)
     last_saved = ckpt.latest_step()
     pending: list = []
-    bar = tqdm(total=total_steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
-    clock = {"t": time.perf_counter(), "examples": 0}
+    schedule = tracking.learning_rate_fn(fingerprint, total_steps)
+    # The plateau scale changes only on the host at epoch ends, so a host copy is current and
+    # reading it costs no device sync.
+    clock = {"t": time.perf_counter(), "examples": 0, "scale": _plateau_scale(state)}
+    name = os.path.basename(os.path.normpath(workdir))
+    tracker = tracking.Tracker(workdir, start)
+    bar = tracking.progress(total_steps, f"train {name}", "step", initial=start)
 
     def flush(step: int, epoch: int) -> None:
         # The only host sync of the training steps: fetch what accumulated since last time.
@@ -257,23 +288,21 @@ def fit(
         now = time.perf_counter()
         rate = clock["examples"] / max(now - clock["t"], 1e-9)
         clock.update(t=now, examples=0)
-        loss = float(np.mean([m["loss"][0] for m in fetched]))
-        acc = (
+        record = {"step": step, "epoch": epoch, "split": "train"}
+        # Means over the window; the loss's named parts (e.g. loss_ce, loss_kd) after `loss`.
+        for key in ("loss", *(k for k in fetched[0] if k not in ("loss", *NOT_MEANS))):
+            record[key] = float(np.mean([m[key][0] for m in fetched]))
+        record["accuracy"] = (
             float(np.mean([m["accuracy"][0] for m in fetched]))
             if "accuracy" in fetched[0]
             else None
         )
-        log.write(
-            {
-                "step": step,
-                "epoch": epoch,
-                "split": "train",
-                "loss": loss,
-                "accuracy": acc,
-                "examples_per_s": rate,
-            }
-        )
-        bar.set_postfix(loss=f"{loss:.4f}", ex_s=f"{rate:.1f}")
+        record["grad_norm"] = float(np.mean([m["grad_norm"][0] for m in fetched]))
+        if schedule is not None:
+            record["learning_rate"] = schedule(step) * clock["scale"]
+        record["examples_per_s"] = rate
+        tracker.write(record)
+        bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{rate:.1f}")
 
     try:
         step = start
@@ -310,10 +339,10 @@ def fit(
             flush(step, epoch)
             host_state = parallel.unreplicate(pstate)
             if val_batches is not None:
-                val = evaluate(pstate, p_eval, val_batches(), class_names)
+                val = evaluate(pstate, p_eval, val_batches(), class_names, desc=f"val {name}")
                 record = {k: v for k, v in val.items() if k not in PER_ROW}
                 record.update(step=step, epoch=epoch, split="val")
-                log.write(record)
+                tracker.write(record)
                 loop["history"].append(
                     {
                         "epoch": epoch,
@@ -337,6 +366,7 @@ def fit(
                 if host_state.plateau_tx is not None:
                     host_state = state_lib.step_plateau(host_state, val["loss"])
                     pstate = parallel.replicate(host_state)
+                    clock["scale"] = _plateau_scale(host_state)
                 losses = [h["loss"] for h in loop["history"]]
                 if early_stop(losses, cfg.early_stop_patience):
                     logging.info(
@@ -357,6 +387,7 @@ def fit(
     finally:
         # Also on errors and interrupts: pending asynchronous saves must reach the disk.
         bar.close()
+        tracker.close()
         ckpt.close()
     final = parallel.unreplicate(pstate)
     if keep_best and best is not None:

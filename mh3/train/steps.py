@@ -6,8 +6,13 @@ summed over all devices, and the gradients are summed over devices. So a global 
 the same update on 1 or on 4 devices, however the padding falls.
 
 A `loss_fn(params, apply_fn, batch, dropout_rng, train) -> (per_example_loss (B,), aux)` says
-what is optimised; `aux` must hold `logits`. Bind it with functools.partial:
-`partial(train_step, loss_fn=classification_loss)`.
+what is optimised; `aux` must hold `logits`, and may hold `terms`: named per-example parts of
+the loss (the student's `loss_ce`, `loss_kd`), reported like the loss. Bind it with
+functools.partial: `partial(train_step, loss_fn=classification_loss)`.
+
+Metrics of a step: `loss`, `count` (real examples of the global batch), `accuracy` (one label
+per example), each of `aux['terms']`, and for train steps `grad_norm` (the global norm of the
+summed gradients, before any clipping) and `finite`.
 """
 
 from collections.abc import Callable
@@ -41,10 +46,13 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> tuple[jax.Array, jax.Arr
     return (values * mask).sum() / jnp.maximum(count, 1.0), count
 
 
-def _metrics(loss: jax.Array, logits: jax.Array, batch: dict) -> dict:
+def _metrics(loss: jax.Array, aux: dict, batch: dict) -> dict:
     mask = batch["mask"].astype(jnp.float32)
     local_loss, count = _masked_mean(loss, mask)
     metrics = {"loss": lax.psum(local_loss, AXIS), "count": count}
+    for name, values in aux.get("terms", {}).items():
+        metrics[name] = lax.psum(_masked_mean(values.astype(jnp.float32), mask)[0], AXIS)
+    logits = aux["logits"]
     # Accuracy only for one class index per example (multi-hot targets have no argmax match).
     if "label" in batch and logits.ndim == 2 and batch["label"].ndim == 1:
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
@@ -70,8 +78,9 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: LossFn) -> tuple[Trai
     (_, (per_example, aux)), grads = jax.value_and_grad(objective, has_aux=True)(state.params)
     # Each device's gradient is its share of the global mean, so the total is their sum.
     grads = lax.psum(grads, AXIS)
-    metrics = _metrics(per_example, aux["logits"], batch)
-    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(optax.tree.norm(grads))
+    metrics = _metrics(per_example, aux, batch)
+    metrics["grad_norm"] = optax.tree.norm(grads)
+    finite = jnp.isfinite(metrics["loss"]) & jnp.isfinite(metrics["grad_norm"])
     metrics["finite"] = finite.astype(jnp.float32)
 
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
@@ -89,5 +98,5 @@ def train_step(state: TrainState, batch: dict, *, loss_fn: LossFn) -> tuple[Trai
 def eval_step(state: TrainState, batch: dict, *, loss_fn: LossFn) -> dict:
     """Loss, accuracy and the logits (for host-side metrics) of one batch, dropout off."""
     per_example, aux = loss_fn(state.params, state.apply_fn, batch, state.rng, False)
-    metrics = _metrics(per_example.astype(jnp.float32), aux["logits"], batch)
+    metrics = _metrics(per_example.astype(jnp.float32), aux, batch)
     return {"metrics": metrics, "logits": aux["logits"]}
