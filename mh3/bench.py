@@ -1,18 +1,27 @@
-"""Training-step speed of mh3 (JAX/XLA) against HF PyTorch on the same BERT classifier.
+"""Training-step speed of mh3 (JAX/XLA) against PyTorch on the same models; results.json.
 
-`python -m mh3.bench [--sizes=minilm,base] [--batch=32] [--length=128] [--steps=5]`
+CPU suite (default), BERT classifier, mh3 vs HF PyTorch on the CPU:
+`python -m mh3.bench [--sizes=minilm,base] [--batch=32] [--length=128] [--steps=5]
+[--workdir=DIR]`
+GPU suite, bf16 throughput and MFU at BERT-base and AST (AudioSet input, 1024 frames x 128 mel)
+sizes, batches 32-256, PyTorch bf16 autocast beside it:
+`python -m mh3.bench --suite=gpu [--batch=32,64,128,256] [--peak_tflops=N] [--workdir=DIR]`
 
-For each size it builds the same architecture twice from a config with random weights (mh3's
-Flax `BertClassifier` and HF `BertForSequenceClassification`), then times one full training
-step (forward, backward, Adam update) after warm-up: mh3's pmapped `train_step` (the one every
-stage uses) and PyTorch's `zero_grad / forward / backward / step`, both in this process, in
-train mode (dropout on). It prints the median step time, examples/s, the ratio, and GFLOP/s
-(XLA's cost analysis of the compiled step, used for both columns).
-Levers to try: `--dtype=bfloat16` (bf16 matmuls on AVX-512 BF16 CPUs), `--prng=rbg` (cheaper
-dropout masks), `--nodonate`, and XLA flags through the XLA_FLAGS environment variable.
+For each size and batch it builds the same architecture twice from a config with random
+weights (mh3's Flax model and the HF PyTorch one), then times one full training step
+(forward, backward, Adam update) after warm-up: mh3's pmapped `train_step` (the one every stage
+uses) and PyTorch's `zero_grad / forward / backward / step`, both in this process, in train
+mode. It prints a table (median step time, examples/s, the ratio, GFLOP/s from XLA's cost
+analysis of the compiled step, used for both columns; MFU on an accelerator) and, with
+--workdir, writes `DIR/results.json`: the host (CPU model and flags), library versions,
+XLA_FLAGS, the PRNG and dtype, and per size and batch every timed sample.
+Levers to try: `--dtype=bfloat16`, `--prng=threefry2x32`, `--nodonate`, XLA_FLAGS.
 """
 
+import datetime
 import functools
+import os
+import platform
 import statistics
 import time
 
@@ -22,49 +31,83 @@ import numpy as np
 import optax
 from absl import app, flags
 
+from mh3 import files
+from mh3.models.ast import ASTClassifier, ASTConfig
 from mh3.models.bert import BertClassifier, BertConfig
 from mh3.train import parallel, steps
 from mh3.train import state as state_lib
 
+_TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64)
+_BASE = dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072)
+# name -> (family, config fields). BERT inputs are --length tokens; AST inputs are the config's
+# max_length frames x num_mel_bins (AudioSet AST: 1024 x 128, 101 x 12 patches + 2 tokens).
 SIZES = {
-    # all-MiniLM-L6-v2's shape and bert-base-uncased's shape.
-    "minilm": dict(
-        hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
-    ),
-    "base": dict(
-        hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072
-    ),
+    "minilm": ("bert", dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                            intermediate_size=1536)),  # all-MiniLM-L6-v2's shape
+    "base": ("bert", _BASE),  # bert-base-uncased's shape
+    "ast": ("ast", dict(_BASE, max_length=1024, num_mel_bins=128)),  # MIT/ast-*-audioset
+    "tiny": ("bert", dict(_TINY, vocab_size=2000)),  # tests
+    "ast-tiny": ("ast", dict(_TINY, max_length=64, num_mel_bins=32)),  # tests
+}  # fmt: skip
+SUITES = {
+    "cpu": dict(sizes=["minilm", "base"], batch=["32"], dtype="float32"),
+    "gpu": dict(sizes=["base", "ast"], batch=["32", "64", "128", "256"], dtype="bfloat16"),
 }
+# Dense bf16 peak FLOP/s per chip by device-kind substring (vendor data sheets; first match
+# wins, so the PCIe H100 comes before the SXM one). Unknown kinds: pass --peak_tflops.
+PEAK_BF16_TFLOPS = [
+    ("H100 PCIe", 756.0), ("H100", 989.0), ("H200", 989.0), ("GH200", 989.0),
+    ("A100", 312.0), ("L4", 121.0), ("TPU v4", 275.0), ("TPU v5 lite", 197.0),
+    ("TPU v5e", 197.0), ("TPU v5p", 459.0), ("TPU v6", 918.0),
+]  # fmt: skip
 
-_SIZES = flags.DEFINE_list("sizes", ["minilm", "base"], f"Model sizes: {list(SIZES)}.")
-_BATCH = flags.DEFINE_integer("batch", 32, "Examples per step.")
-_LENGTH = flags.DEFINE_integer("length", 128, "Tokens per example.")
+_SUITE = flags.DEFINE_enum("suite", "cpu", list(SUITES), "Preset sizes, batches and dtype.")
+_SIZES = flags.DEFINE_list("sizes", None, f"Model sizes {list(SIZES)}; default: the suite's.")
+_BATCH = flags.DEFINE_list("batch", None, "Examples per step, one or several; default: suite's.")
+_LENGTH = flags.DEFINE_integer("length", 128, "Tokens per example (BERT sizes).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps first (compilation, allocators).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "mh3 compute dtype.")
+_DTYPE = flags.DEFINE_enum(
+    "dtype", None, ["float32", "bfloat16"], "Compute dtype; default: suite's."
+)
+# rbg is what training uses (config.train.prng_impl in configs/common.py); with mh3's hashed
+# Dropout the implementation only derives a few keys per step, so it hardly matters for speed.
 _PRNG = flags.DEFINE_enum(
-    "prng",
-    "threefry2x32",
-    ["threefry2x32", "rbg", "unsafe_rbg"],
-    "JAX PRNG implementation (dropout masks).",
+    "prng", "rbg", ["threefry2x32", "rbg", "unsafe_rbg"], "JAX PRNG implementation (dropout keys)."
 )
 _DONATE = flags.DEFINE_bool("donate", True, "Donate the state buffers to the jitted step.")
-_TORCH = flags.DEFINE_bool("torch", True, "Also time HF PyTorch.")
+_TORCH = flags.DEFINE_bool("torch", True, "Also time PyTorch.")
+_PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device for MFU; 0: look it up.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Write results.json here.")
 
 
-def _batch(batch: int, length: int, vocab: int, seed: int = 0) -> dict:
+def make_config(size: str):
+    family, fields = SIZES[size]
+    if family == "bert":
+        return BertConfig(**fields, num_labels=2)
+    return ASTConfig(**fields, num_labels=2)
+
+
+def make_batch(config, batch: int, length: int, seed: int = 0) -> dict:
+    """A random host batch for `config`'s family, with labels and an all-real mask."""
     rng = np.random.default_rng(seed)
-    ids = rng.integers(1000, vocab, size=(batch, length)).astype(np.int32)
-    return {
-        "input_ids": ids,
-        "attention_mask": np.ones_like(ids),
-        "token_type_ids": np.zeros_like(ids),
+    out = {
         "label": rng.integers(0, 2, size=batch).astype(np.int32),
         "mask": np.ones(batch, np.float32),
     }
+    if isinstance(config, ASTConfig):
+        shape = (batch, config.max_length, config.num_mel_bins)
+        out["input_values"] = rng.normal(size=shape).astype(np.float32)
+    else:
+        ids = rng.integers(1000, config.vocab_size, size=(batch, length)).astype(np.int32)
+        out.update(
+            input_ids=ids, attention_mask=np.ones_like(ids), token_type_ids=np.zeros_like(ids)
+        )
+    return out
 
 
-def _median_time(step, n_warmup: int, n_steps: int) -> float:
+def _times(step, n_warmup: int, n_steps: int) -> list[float]:
+    """Seconds of each of `n_steps` calls of `step` after `n_warmup` untimed ones."""
     for _ in range(n_warmup):
         step()
     times = []
@@ -72,15 +115,15 @@ def _median_time(step, n_warmup: int, n_steps: int) -> float:
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return times
 
 
-def time_mh3(
-    config: BertConfig, host_batch: dict, *, dtype, donate: bool, warmup: int, n_steps: int
-) -> tuple[float, float]:
-    """(median seconds per step, FLOPs per step) of mh3's pmapped train_step."""
-    model = BertClassifier(config, dtype=dtype)
-    inputs = {k: jnp.asarray(host_batch[k][:1]) for k in ("input_ids", "attention_mask")}
+def time_mh3(config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_steps: int):
+    """(seconds of each timed step, FLOPs per step) of mh3's pmapped train_step."""
+    is_ast = isinstance(config, ASTConfig)
+    model = (ASTClassifier if is_ast else BertClassifier)(config, dtype=dtype)
+    keys = ("input_values",) if is_ast else ("input_ids", "attention_mask")
+    inputs = {k: jnp.asarray(host_batch[k][:1]) for k in keys}
     params = jax.jit(model.init)(jax.random.PRNGKey(0), inputs)["params"]
     state = state_lib.create(model.apply, params, optax.adam(1e-4), jax.random.PRNGKey(1))
     p_train = parallel.pmap(
@@ -92,21 +135,27 @@ def time_mh3(
     compiled = p_train.lower(holder["state"], batch).compile()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, list | tuple) else cost
-    flops = float(cost.get("flops", 0.0)) * parallel.device_count()
+    flops = float((cost or {}).get("flops", 0.0)) * parallel.device_count()
 
     def step():
         holder["state"], metrics = p_train(holder["state"], batch)
-        jax.block_until_ready(metrics["loss"])
+        jax.block_until_ready((metrics["loss"], holder["state"].step))
 
-    return _median_time(step, warmup, n_steps), flops
+    return _times(step, warmup, n_steps), flops
 
 
-def time_torch(config: BertConfig, host_batch: dict, *, warmup: int, n_steps: int) -> float:
-    """Median seconds per step of HF PyTorch forward + backward + Adam on the same model."""
+def torch_model(config):
+    """The HF PyTorch twin of `config` (random weights, train mode)."""
     import torch
     import transformers
 
     torch.manual_seed(0)
+    if isinstance(config, ASTConfig):
+        from mh3.weights import ast as ast_weights
+
+        return transformers.ASTForAudioClassification(
+            ast_weights.hf_config(config, attn_implementation="sdpa")
+        ).train()
     hf_config = transformers.BertConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,
@@ -117,60 +166,227 @@ def time_torch(config: BertConfig, host_batch: dict, *, warmup: int, n_steps: in
         num_labels=config.num_labels,
         attn_implementation="sdpa",
     )
-    model = transformers.BertForSequenceClassification(hf_config).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
-    inputs = {
-        k: torch.from_numpy(host_batch[k]).long()
-        for k in ("input_ids", "attention_mask", "token_type_ids")
-    }
-    labels = torch.from_numpy(host_batch["label"]).long()
+    return transformers.BertForSequenceClassification(hf_config).train()
+
+
+def time_torch(config, host_batch: dict, *, bf16: bool, warmup: int, n_steps: int) -> list[float]:
+    """Seconds of each timed PyTorch forward + backward + Adam step on the same model; on CUDA
+    when there is one, with bf16 autocast when `bf16` (mh3's bf16 is also compute-only)."""
+    import torch
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model = torch_model(config).to(device)
+    # The fused CUDA Adam is PyTorch's fastest; XLA fuses mh3's update too.
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, fused=device == "cuda")
+    text_keys = ("input_ids", "attention_mask", "token_type_ids")
+    keys = ("input_values",) if isinstance(config, ASTConfig) else text_keys
+    inputs = {k: torch.from_numpy(host_batch[k]).to(device) for k in keys}
+    inputs = {k: v if v.is_floating_point() else v.long() for k, v in inputs.items()}
+    labels = torch.from_numpy(host_batch["label"]).long().to(device)
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = model(**inputs, labels=labels).loss
+        with torch.autocast(device, dtype=torch.bfloat16, enabled=bf16):
+            loss = model(**inputs, labels=labels).loss
         loss.backward()
         opt.step()
+        if device == "cuda":
+            torch.cuda.synchronize()
 
-    return _median_time(step, warmup, n_steps)
+    return _times(step, warmup, n_steps)
+
+
+def peak_flops(device_kind: str, peak_tflops: float = 0.0) -> float | None:
+    """Peak bf16 FLOP/s of one device: `peak_tflops` when given, else PEAK_BF16_TFLOPS."""
+    if peak_tflops > 0:
+        return peak_tflops * 1e12
+    for name, tflops in PEAK_BF16_TFLOPS:
+        if name.lower() in device_kind.lower():
+            return tflops * 1e12
+    return None
+
+
+def host_info() -> dict:
+    """CPU model, flags and core count (/proc/cpuinfo on Linux), for comparing machines."""
+    model, cpu_flags = platform.processor() or platform.machine(), []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and value.strip():
+                    model = value.strip()
+                elif key.strip() in ("flags", "Features") and not cpu_flags:
+                    cpu_flags = value.split()
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "cpu_flags": cpu_flags,
+        "cpu_count": os.cpu_count(),
+        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "platform": platform.platform(),
+    }
+
+
+def versions(with_torch: bool) -> dict:
+    import flax
+    import jaxlib
+
+    out = {"python": platform.python_version(), "jax": jax.__version__}
+    out.update(jaxlib=jaxlib.__version__, flax=flax.__version__, torch=None, transformers=None)
+    if with_torch:
+        import torch
+        import transformers
+
+        out.update(torch=torch.__version__, transformers=transformers.__version__)
+        out["torch_cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return out
+
+
+def _stats(times: list[float], batch: int, flops: float | None, peak: float | None) -> dict:
+    median = statistics.median(times)
+    total_peak = peak * parallel.device_count() if peak else None
+    return {
+        "ms_median": median * 1e3,
+        "ms_samples": [t * 1e3 for t in times],
+        "examples_per_s": batch / median,
+        "gflops_per_s": flops / median / 1e9 if flops else None,
+        "mfu": flops / median / total_peak if flops and total_peak else None,
+    }
+
+
+def benchmark(
+    suite: str = "cpu",
+    sizes=None,
+    batches=None,
+    *,
+    length: int = 128,
+    n_steps: int = 5,
+    warmup: int = 2,
+    dtype: str | None = None,
+    prng: str = "rbg",
+    donate: bool = True,
+    with_torch: bool = True,
+    peak_tflops: float = 0.0,
+    report=print,
+) -> dict:
+    """Times every (size, batch) and returns the results.json content; `report` gets the
+    table's lines as they come."""
+    preset = SUITES[suite]
+    sizes = list(sizes or preset["sizes"])
+    batches = [int(b) for b in (batches or preset["batch"])]
+    dtype = dtype or preset["dtype"]
+    previous = jax.config.jax_default_prng_impl
+    jax.config.update("jax_default_prng_impl", prng)
+    device = jax.devices()[0]
+    peak = peak_flops(device.device_kind, peak_tflops)
+    out = {
+        "suite": suite,
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "host": host_info(),
+        "versions": versions(with_torch),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
+        "devices": {"platform": device.platform, "kind": device.device_kind,
+                    "count": parallel.device_count()},  # fmt: skip
+        "prng": prng, "dtype": dtype, "torch_autocast_bf16": dtype == "bfloat16",
+        "donate": donate, "length": length, "steps": n_steps, "warmup": warmup,
+        "peak_flops_per_device": peak,
+        "flops_source": "XLA cost analysis of the compiled mh3 train step (used for both)",
+        "results": [],
+    }  # fmt: skip
+    report(
+        f"devices: {out['devices']['count']} x {device.device_kind}; dtype {dtype}; prng {prng}; "
+        f"donate {donate}; peak {peak / 1e12 if peak else '-'} TFLOP/s per device"
+    )
+    report(
+        f"{'model':8} {'batch':>5} {'mh3 ms':>9} {'mh3 ex/s':>9} {'torch ms':>9} "
+        f"{'torch ex/s':>10} {'ratio':>6} {'mh3 GF/s':>9} {'torch GF/s':>10} {'mh3 MFU':>7}"
+    )
+    kw = dict(dtype=dtype, donate=donate, warmup=warmup, n_steps=n_steps)
+    try:
+        for size in sizes:
+            config = make_config(size)
+            for b in batches:
+                out["results"].append(_measure(size, config, b, length, peak, with_torch, **kw))
+                report(_line(out["results"][-1]))
+    finally:
+        jax.config.update("jax_default_prng_impl", previous)
+    return out
+
+
+def _measure(size, config, b, length, peak, with_torch, *, dtype, donate, warmup, n_steps):
+    """One row of results.json. A side that fails (out of memory at a large batch, say)
+    records its error instead of ending the whole suite, whose other rows stay useful."""
+    host = make_batch(config, b, length)
+    x = host["input_values"] if "input_values" in host else host["input_ids"]
+    row = {"size": size, "family": SIZES[size][0], "config": SIZES[size][1], "batch": b,
+           "input_shape": list(x.shape), "flops_per_step": None, "mh3": None, "torch": None,
+           "ratio_torch_over_mh3": None}  # fmt: skip
+    try:
+        times, row["flops_per_step"] = time_mh3(
+            config, host, dtype=jnp.dtype(dtype), donate=donate, warmup=warmup, n_steps=n_steps
+        )
+        row["mh3"] = _stats(times, b, row["flops_per_step"], peak)
+    except Exception as e:  # XLA and CUDA raise many types; kept as text
+        row["mh3"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+    if with_torch:
+        try:
+            t_torch = time_torch(
+                config, host, bf16=dtype == "bfloat16", warmup=warmup, n_steps=n_steps
+            )
+            row["torch"] = _stats(t_torch, b, row["flops_per_step"], peak)
+        except Exception as e:  # same as above
+            row["torch"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+        finally:
+            _free_torch()
+    if "ms_median" in row["mh3"] and "ms_median" in (row["torch"] or {}):
+        row["ratio_torch_over_mh3"] = row["torch"]["ms_median"] / row["mh3"]["ms_median"]
+    return row
+
+
+def _free_torch() -> None:
+    # The next (larger) batch should not run out of memory because of this one's cache.
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _line(row: dict) -> str:
+    m, t = row["mh3"], row["torch"] or {}
+    nan = float("nan")
+    if "error" in m or "error" in t:
+        errors = [f"{k}: {v['error'][:80]}" for k, v in (("mh3", m), ("torch", t)) if "error" in v]
+        m = m if "ms_median" in m else {}
+        t = t if "ms_median" in t else {}
+        suffix = "  " + "; ".join(errors)
+    else:
+        suffix = ""
+    mfu = f"{m['mfu']:7.1%}" if m.get("mfu") is not None else f"{'-':>7}"
+    return (
+        f"{row['size']:8} {row['batch']:5d} {m.get('ms_median', nan):9.1f} "
+        f"{m.get('examples_per_s', nan):9.1f} {t.get('ms_median', nan):9.1f} "
+        f"{t.get('examples_per_s', nan):10.1f} {row['ratio_torch_over_mh3'] or nan:6.2f} "
+        f"{m.get('gflops_per_s') or nan:9.1f} {t.get('gflops_per_s') or nan:10.1f} {mfu}{suffix}"
+    )
 
 
 def main(argv):
     del argv
-    jax.config.update("jax_default_prng_impl", _PRNG.value)
-    dtype = jnp.bfloat16 if _DTYPE.value == "bfloat16" else jnp.float32
-    b, length = _BATCH.value, _LENGTH.value
-    print(
-        f"devices: {jax.local_device_count()} x {jax.devices()[0].device_kind}; "
-        f"dtype {_DTYPE.value}; prng {_PRNG.value}; donate {_DONATE.value}; "
-        f"batch {b} x {length}"
-    )
-    header = (
-        f"{'model':8} {'mh3 ms':>9} {'mh3 ex/s':>9} {'torch ms':>9} {'torch ex/s':>10} "
-        f"{'ratio':>6} {'mh3 GF/s':>9} {'torch GF/s':>10}"
-    )
-    print(header)
-    for size in _SIZES.value:
-        config = BertConfig(**SIZES[size], num_labels=2)
-        host = _batch(b, length, config.vocab_size)
-        t_jax, flops = time_mh3(
-            config,
-            host,
-            dtype=dtype,
-            donate=_DONATE.value,
-            warmup=_WARMUP.value,
-            n_steps=_STEPS.value,
-        )
-        t_torch = (
-            time_torch(config, host, warmup=_WARMUP.value, n_steps=_STEPS.value)
-            if _TORCH.value
-            else float("nan")
-        )
-        print(
-            f"{size:8} {t_jax * 1e3:9.0f} {b / t_jax:9.1f} {t_torch * 1e3:9.0f} "
-            f"{b / t_torch:10.1f} {t_torch / t_jax:6.2f} {flops / t_jax / 1e9:9.1f} "
-            f"{flops / t_torch / 1e9:10.1f}",
-            flush=True,
-        )
+    results = benchmark(
+        _SUITE.value, _SIZES.value, _BATCH.value, length=_LENGTH.value, n_steps=_STEPS.value,
+        warmup=_WARMUP.value, dtype=_DTYPE.value, prng=_PRNG.value, donate=_DONATE.value,
+        with_torch=_TORCH.value, peak_tflops=_PEAK.value,
+        report=lambda line: print(line, flush=True),
+    )  # fmt: skip
+    if _WORKDIR.value:
+        path = os.path.join(_WORKDIR.value, "results.json")
+        files.write_json(path, results)
+        print(f"wrote {path}")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ dataset's examples. Then the stage's parts.
 One smoke run (module fixture, through launch.py) trains the teacher all model tests read.
 """
 
+import collections
+import glob
 import json
 import os
 import shutil
@@ -69,6 +71,8 @@ def test_smoke_run_through_launch_saves_a_model_folder(trained):
     assert (audio["sample_rate"], audio["max_length"], audio["num_mel_bins"]) == (16000, 128, 128)
     assert audio["fbank"] == teacher.FBANK and audio["stats_splits"] == ["train"]
     assert meta["feature_cache"] == str(workdir / "features")
+    # The dataset-level fbank cache lies beside the shared wavs, for every later run.
+    assert len(glob.glob(os.path.join(results["wav_dir"], "fbank-*.npy"))) == 1
     # clean protocol: statistics from the train audio only (the first N_PER_SPLIT examples).
     stats = feats.compute_stats(
         [feats.fbank(feats.load_audio(p), max_length=128) for p in paths[:N_PER_SPLIT]]
@@ -156,16 +160,27 @@ def test_logits_examples_rows_follow_the_example_index(trained, tmp_path, monkey
     got = predictor.logits_examples(shuffled, results["wav_dir"], cache_dir=str(cache))
     np.testing.assert_allclose(got, expect, atol=1e-5)
     assert np.abs(expect - expect[::-1]).max() > 1e-4  # rows differ, so the order is checked
-    assert len(os.listdir(cache)) == 12  # one cached fbank per wav
+    # The training run's dataset-level cache beside the wavs served every example.
+    assert not cache.exists()
+    # Without it, the per-file cache: one fbank per wav.
+    with monkeypatch.context() as m:
+        m.setattr(feats, "read_shared", lambda *args, **kwargs: None)
+        got = predictor.logits_examples(shuffled, results["wav_dir"], cache_dir=str(cache))
+    np.testing.assert_allclose(got, expect, atol=1e-5)
+    assert len(os.listdir(cache)) == 12
     # The student's soft labels: the same rows, through the stage's results.
     soft = teachers.teacher_logits(results, ds, batch_size=8)
     np.testing.assert_allclose(soft, expect, atol=1e-5)
 
-    # Without cache_dir, the feature cache recorded in mh3.json serves every example.
+    # Without cache_dir, the shared cache, then the per-file one recorded in mh3.json, serve
+    # every example.
     def no_fbank(*args, **kwargs):
         raise AssertionError("fbank recomputed instead of read from the recorded cache")
 
     monkeypatch.setattr(feats, "fbank", no_fbank)
+    cached = predictor.logits_examples(ds.examples, results["wav_dir"])
+    np.testing.assert_allclose(cached, expect, atol=1e-5)
+    monkeypatch.setattr(feats, "read_shared", lambda *args, **kwargs: None)
     cached = predictor.logits_examples(ds.examples, results["wav_dir"])
     np.testing.assert_allclose(cached, expect, atol=1e-5)
     with pytest.raises(ValueError, match="indices 0..N-1"):
@@ -233,6 +248,63 @@ def test_missing_or_foreign_wavs_are_user_errors_naming_the_file(tmp_path):
     (tmp_path / tts.MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="Sample_3.wav was spoken from another text"):
         teacher.load_features(ds.examples, str(tmp_path), None, max_length=128, num_mel_bins=128)
+
+
+def test_fbank_features_are_computed_once_per_wav_folder(tmp_path, monkeypatch):
+    """A second teacher run, search trial or retrain (another workdir) reading the same wavs
+    loads the dataset-level cache beside them instead of computing fbank again."""
+    import soundfile
+
+    from mh3.audio import tts
+
+    wav_dir = tmp_path / "wavs"
+    wav_dir.mkdir()
+    example = collections.namedtuple("Example", "index text split")
+    examples = [example(i, f"post {i}", "train") for i in range(12)]
+    rng = np.random.default_rng(0)
+    for e in examples:
+        wave = rng.uniform(-0.5, 0.5, 8000).astype(np.float32)
+        soundfile.write(wav_dir / tts.wav_name(e.index), wave, 16000)
+    calls = []
+    real_fbank = feats.fbank
+    monkeypatch.setattr(feats, "fbank", lambda *a, **k: calls.append(1) or real_fbank(*a, **k))
+    settings = dict(max_length=64, num_mel_bins=128)
+
+    def load(examples, workdir, **kwargs):
+        features = str(tmp_path / workdir / "features") if workdir else None
+        return teacher.load_features(examples, str(wav_dir), features, **(settings | kwargs))
+
+    first = load(examples, "run1")
+    assert len(calls) == 12 and first.shape == (12, 64, 128)
+    [shared] = glob.glob(str(wav_dir / "fbank-*.npy"))
+    mtime = os.stat(shared).st_mtime_ns
+    path3 = str(wav_dir / tts.wav_name(3))
+    np.testing.assert_array_equal(first[3], real_fbank(feats.load_audio(path3), max_length=64))
+
+    again = load(examples, "run2")  # another workdir: nothing computed, nothing written
+    assert len(calls) == 12 and os.stat(shared).st_mtime_ns == mtime
+    np.testing.assert_array_equal(again, first)
+    assert not (tmp_path / "run2").exists()
+    # The same wavs in another order (the student reads examples by index): the same file.
+    np.testing.assert_array_equal(load(examples[::-1], None), first[::-1])
+    assert len(calls) == 12
+
+    # Other settings: another file.
+    assert load(examples, None, max_length=32).shape == (12, 32, 128) and len(calls) == 24
+    assert len(glob.glob(str(wav_dir / "fbank-*.npy"))) == 2
+    # A remade wav: a new dataset key; the per-file cache of run1 still holds the other 11.
+    soundfile.write(wav_dir / tts.wav_name(5), np.zeros(8000, np.float32), 16000)
+    os.utime(wav_dir / tts.wav_name(5), ns=(mtime + 10**9, mtime + 10**9))
+    remade = load(examples, "run1")
+    assert len(calls) == 25
+    np.testing.assert_array_equal(np.delete(remade, 5, 0), np.delete(first, 5, 0))
+    assert not np.array_equal(remade[5], first[5])
+    # An unreadable cache file is computed again, not trusted.
+    newest = sorted(glob.glob(str(wav_dir / "fbank-*.npy")), key=os.path.getmtime)[-1]
+    with open(newest, "wb") as f:
+        f.write(b"not an npy file")
+    np.testing.assert_array_equal(load(examples, None), remade)
+    assert len(calls) == 37
 
 
 def test_paper_protocol_sets_the_spec_audio_teacher():

@@ -8,8 +8,11 @@ epsilon. It is built on `transformers.audio_utils`, so no torch or torchaudio is
 
 Normalisation is `(x - mean) / (2 * std)` like AST, with statistics computed from the examples
 the protocol allows (clean: train audio only; paper: all audio) and stored beside the teacher.
-Features are cached per wav file, keyed by the file and the settings, so a rerun or a second
-teacher does not recompute them.
+Features are cached at two levels, so no run computes them twice:
+- per wav file in the stage's cache folder (`cached_fbank`), so a killed run resumes;
+- per dataset, one `fbank-<key>.npy` array next to the wavs (`features_for(shared_dir=...)`),
+  which every teacher run, search trial and retrain reading the same wavs loads at once. Its
+  key is the feature settings plus the name, size and mtime of every wav it holds.
 """
 
 import functools
@@ -240,6 +243,76 @@ def cached_fbank(
     return features
 
 
+def _shared_key(
+    names: Sequence[str], stats: Sequence[os.stat_result], num_mel_bins: int, max_length: int
+) -> str:
+    # The wavs' names, sizes and mtimes stand for their contents: tts writes each file under a
+    # temporary name and renames it, so a remade wav always gets a new mtime.
+    wavs = [[n, st.st_size, st.st_mtime_ns] for n, st in zip(names, stats, strict=True)]
+    key = json.dumps([SAMPLE_RATE, num_mel_bins, max_length, _FEATURE_VERSION, wavs])
+    return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def shared_cache(
+    wav_paths: Sequence[str], shared_dir: str, *, num_mel_bins: int = 128, max_length: int
+) -> tuple[str, np.ndarray]:
+    """Where the dataset-level cache of `wav_paths` lives, and the row of each path in it.
+
+    Rows are in the order of the file names, so the same set of wavs asked for in another
+    order (the student reads examples by index) finds the same file.
+
+    Returns:
+      (`<shared_dir>/fbank-<key>.npy`, rows: int array, rows[i] = row of wav_paths[i]).
+    """
+    names = [os.path.basename(p) for p in wav_paths]
+    order = sorted(range(len(names)), key=names.__getitem__)
+    stats = [os.stat(wav_paths[i]) for i in order]
+    key = _shared_key([names[i] for i in order], stats, num_mel_bins, max_length)
+    rows = np.empty(len(order), np.int64)
+    rows[order] = np.arange(len(order))
+    return os.path.join(shared_dir, f"fbank-{key}.npy"), rows
+
+
+class _Rows:
+    """Rows of a memory-mapped array in another order, read one at a time or all at once."""
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray):
+        self.array, self.rows = array, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        return np.array(self.array[self.rows[i]])
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        return np.asarray(self.array[self.rows], dtype=dtype)
+
+
+def read_shared(
+    wav_paths: Sequence[str], shared_dir: str | None, *, num_mel_bins: int = 128, max_length: int
+) -> _Rows | None:
+    """The dataset-level cached features of `wav_paths` (rows in their order, memory-mapped
+    until indexed), or None when there is no usable cache file."""
+    if shared_dir is None or not wav_paths:
+        return None
+    path, rows = shared_cache(
+        wav_paths, shared_dir, num_mel_bins=num_mel_bins, max_length=max_length
+    )
+    if not os.path.exists(path):
+        return None
+    try:
+        x = np.load(path, mmap_mode="r")
+    except (OSError, ValueError):
+        logging.warning("feature cache file %s is unreadable; recomputing", path)
+        return None
+    if x.shape != (len(rows), max_length, num_mel_bins):
+        logging.warning("feature cache file %s has shape %s; recomputing", path, x.shape)
+        return None
+    logging.info("fbank features of %d wavs read from %s", len(rows), path)
+    return _Rows(x, rows)
+
+
 def features_for(
     wav_paths: Sequence[str],
     cache_dir: str | None,
@@ -247,11 +320,41 @@ def features_for(
     num_mel_bins: int = 128,
     max_length: int,
     progress: bool = True,
+    shared_dir: str | None = None,
 ) -> np.ndarray:
-    """Stacked fbank features (N, max_length, num_mel_bins) for many files, cached per file."""
+    """Stacked fbank features (N, max_length, num_mel_bins) for many files.
+
+    Args:
+      wav_paths: the audio files.
+      cache_dir: per-file cache folder (`cached_fbank`); None: no per-file cache.
+      num_mel_bins, max_length: see `fbank`.
+      progress: show a progress bar while computing.
+      shared_dir: folder of the dataset-level cache (module docstring), normally the wav
+        folder itself; read when it holds the file for these wavs and settings, else written
+        after computing (skipped with a warning where the folder is read-only).
+    """
     from tqdm import tqdm
 
+    shared = read_shared(wav_paths, shared_dir, num_mel_bins=num_mel_bins, max_length=max_length)
+    if shared is not None:
+        return np.asarray(shared)
     out = np.zeros((len(wav_paths), max_length, num_mel_bins), dtype=np.float32)
     for i, path in enumerate(tqdm(wav_paths, desc="fbank", disable=not progress)):
         out[i] = cached_fbank(path, cache_dir, num_mel_bins=num_mel_bins, max_length=max_length)
+    if shared_dir is not None and wav_paths:
+        path, rows = shared_cache(
+            wav_paths, shared_dir, num_mel_bins=num_mel_bins, max_length=max_length
+        )
+
+        def write(tmp):
+            # Straight into a memory-mapped .npy, so the reordered copy never sits in memory.
+            m = np.lib.format.open_memmap(tmp, mode="w+", dtype=out.dtype, shape=out.shape)
+            m[rows] = out
+            m.flush()
+
+        try:
+            files.atomic_write(path, write)
+            logging.info("fbank features of %d wavs cached in %s", len(wav_paths), path)
+        except OSError as e:  # a read-only wav folder: the per-file cache still works
+            logging.warning("cannot write the shared feature cache %s (%s)", path, e)
     return out

@@ -9,8 +9,9 @@ The saved model (`<workdir>/model/`, DESIGN "CONTRACT: saved models") is an HF
 model.safetensors) plus `mh3.json` of kind `audio`, whose `audio` block holds everything the
 training-time preprocessing needs: sample_rate, num_mel_bins, max_length (frames), the fbank
 settings (`FBANK`), and the normalisation `mean` and `std` (`(x - mean) / (2 * std)`, as in
-mh3.audio.features.normalize) with the splits they came from. `feature_cache` records the fbank
-cache the stage filled, which `logits_examples` reuses while it exists.
+mh3.audio.features.normalize) with the splits they came from. `feature_cache` records the
+per-file fbank cache the stage filled; `logits_examples` reads the dataset-level cache beside
+the wavs first, then that one while it exists.
 
 `mh3.load(folder)` gives an `AudioPredictor` for this kind:
 `predict`/`logits` of waveforms or wav files, and `logits_examples`, a dataset's logits in
@@ -106,14 +107,19 @@ def load_features(
     max_length: int,
     num_mel_bins: int,
 ) -> np.ndarray:
-    """Un-normalised fbank features (N, max_length, num_mel_bins) of `examples`, cached per file.
+    """Un-normalised fbank features (N, max_length, num_mel_bins) of `examples`.
+
+    Cached per file in `cache_dir` and, for the whole set, in `wav_dir` itself
+    (`fbank-<key>.npy`, mh3.audio.features): the wavs are shared by every teacher run, search
+    trial and retrain that reads them, so their features are computed once for all of them.
 
     Raises:
       UserError: as `check_wavs`.
     """
     return feats.features_for(
-        check_wavs(examples, wav_dir), cache_dir, num_mel_bins=num_mel_bins, max_length=max_length
-    )
+        check_wavs(examples, wav_dir), cache_dir, num_mel_bins=num_mel_bins,
+        max_length=max_length, shared_dir=wav_dir,
+    )  # fmt: skip
 
 
 def normalised_features(
@@ -395,8 +401,13 @@ class AudioPredictor(saved_model.Predictor):
         settings = dict(
             num_mel_bins=self.audio["num_mel_bins"], max_length=self.audio["max_length"]
         )
-        items = (
-            (e.index, self._normalise(feats.cached_fbank(path, cache_dir, **settings)))
-            for e, path in zip(examples, paths, strict=True)
-        )
+        # The training run's dataset-level cache beside the wavs, row by row, when it exists.
+        shared = feats.read_shared(paths, wav_dir, **settings)
+        if shared is not None:
+            items = ((e.index, self._normalise(shared[i])) for i, e in enumerate(examples))
+        else:
+            items = (
+                (e.index, self._normalise(feats.cached_fbank(path, cache_dir, **settings)))
+                for e, path in zip(examples, paths, strict=True)
+            )
         return self._run(_eval_batches(items, self.batch_size), len(examples))

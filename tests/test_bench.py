@@ -1,0 +1,117 @@
+"""mh3.bench at tiny sizes (hidden 32, 2 layers): the command writes results.json with the
+fields a later comparison needs, for the CPU suite and for the GPU suite run on the CPU.
+
+Only the fields and their consistency are checked, never the speed (timings on a shared CI
+machine mean nothing).
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from mh3 import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["--sizes=tiny,ast-tiny", "--batch=4", "--length=16", "--steps=2", "--warmup=1"]
+
+
+def _check_row(row: dict, *, batch: int, with_torch: bool, mfu: bool) -> None:
+    m = row["mh3"]
+    assert len(m["ms_samples"]) == 2 and m["ms_median"] == statistics.median(m["ms_samples"])
+    assert m["examples_per_s"] == pytest.approx(batch / (m["ms_median"] / 1e3))
+    assert row["flops_per_step"] > 0
+    assert m["gflops_per_s"] == pytest.approx(row["flops_per_step"] / m["ms_median"] / 1e6)
+    assert (m["mfu"] is not None) == mfu
+    if with_torch:
+        t = row["torch"]
+        assert len(t["ms_samples"]) == 2 and t["examples_per_s"] > 0
+        assert row["ratio_torch_over_mh3"] == pytest.approx(t["ms_median"] / m["ms_median"])
+    else:
+        assert row["torch"] is None and row["ratio_torch_over_mh3"] is None
+
+
+def test_cpu_suite_command_writes_results_json(tmp_path):
+    cmd = [sys.executable, "-m", "mh3.bench", *TINY, f"--workdir={tmp_path}"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "mh3 ms" in done.stdout and "ast-tiny" in done.stdout  # the printed table
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["suite"] == "cpu" and results["dtype"] == "float32"
+    assert results["prng"] == "rbg"  # the default, as in training (configs/common.py)
+    assert results["host"]["cpu_model"] and isinstance(results["host"]["cpu_flags"], list)
+    assert {"jax", "jaxlib", "torch", "transformers"} <= set(results["versions"])
+    assert results["versions"]["torch"] and results["versions"]["jax"]
+    assert "--xla_force_host_platform_device_count=4" in results["XLA_FLAGS"]  # conftest's
+    assert results["devices"]["count"] == 4 and results["peak_flops_per_device"] is None
+    assert [(r["size"], r["family"], r["batch"]) for r in results["results"]] == [
+        ("tiny", "bert", 4),
+        ("ast-tiny", "ast", 4),
+    ]
+    assert results["results"][0]["input_shape"] == [4, 16]
+    assert results["results"][1]["input_shape"] == [4, 64, 32]  # frames x mel bins
+    for row in results["results"]:
+        _check_row(row, batch=4, with_torch=True, mfu=False)
+
+
+def test_gpu_suite_runs_on_cpu_with_bf16_and_mfu():
+    before = jax.config.jax_default_prng_impl
+    lines = []
+    # One size, two batches (the CPU suite's test covers both families): compiles are slow.
+    results = bench.benchmark(
+        "gpu", ["ast-tiny"], ["4", "8"], length=16, n_steps=2, warmup=1,
+        prng="threefry2x32", peak_tflops=0.5, report=lines.append,
+    )  # fmt: skip
+    assert results["suite"] == "gpu" and results["dtype"] == "bfloat16"
+    assert results["torch_autocast_bf16"] is True and results["prng"] == "threefry2x32"
+    assert results["peak_flops_per_device"] == 0.5e12
+    assert [(r["size"], r["batch"]) for r in results["results"]] == [
+        ("ast-tiny", 4),
+        ("ast-tiny", 8),
+    ]
+    assert len(lines) == 2 + 2 and "MFU" in lines[1]
+    for row in results["results"]:
+        _check_row(row, batch=row["batch"], with_torch=True, mfu=True)
+        m = row["mh3"]
+        assert m["mfu"] == pytest.approx(m["gflops_per_s"] * 1e9 / (0.5e12 * 4))
+    json.dumps(results)  # what main writes must serialise
+    assert jax.config.jax_default_prng_impl == before  # the caller's PRNG is restored
+    with pytest.raises(KeyError):
+        bench.benchmark("tpu")
+
+
+def test_peak_table():
+    assert bench.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
+    assert bench.peak_flops("NVIDIA H100 PCIe") == 756e12
+    assert bench.peak_flops("NVIDIA H200") == 989e12
+    assert bench.peak_flops("NVIDIA A100-SXM4-80GB") == 312e12
+    assert bench.peak_flops("cpu") is None
+    assert bench.peak_flops("NVIDIA H200", peak_tflops=500) == 500e12
+
+
+def test_a_failing_side_is_recorded_and_the_suite_goes_on(monkeypatch):
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+
+    monkeypatch.setattr(bench, "time_mh3", lambda *args, **kwargs: ([0.002, 0.004], 1e9))
+    monkeypatch.setattr(bench, "time_torch", out_of_memory)
+    config = bench.make_config("tiny")
+    row = bench._measure(
+        "tiny", config, 8, 16, 1e12, True, dtype="bfloat16", donate=True, warmup=0, n_steps=2
+    )
+    assert row["mh3"]["ms_median"] == pytest.approx(3.0) and row["flops_per_step"] == 1e9
+    assert row["mh3"]["mfu"] == pytest.approx(1e9 / 0.003 / (1e12 * jax.local_device_count()))
+    assert row["torch"] == {"error": "RuntimeError: RESOURCE_EXHAUSTED: out of memory"}
+    assert row["ratio_torch_over_mh3"] is None
+    assert "torch: RuntimeError" in bench._line(row)
+    monkeypatch.setattr(bench, "time_mh3", out_of_memory)
+    row = bench._measure(
+        "tiny", config, 8, 16, None, False, dtype="float32", donate=True, warmup=0, n_steps=2
+    )
+    assert (
+        "error" in row["mh3"] and row["torch"] is None and "mh3: RuntimeError" in bench._line(row)
+    )
