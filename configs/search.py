@@ -8,7 +8,14 @@
 
 Arguments: target (teacher_text, teacher_emotion, teacher_audio or student); trials (finished
 or pruned trials wanted in all: a rerun of a killed search runs only the missing ones); dataset,
-protocol, smoke (passed to the target's own config file).
+protocol, smoke (passed to the target's own config file); teachers (student only, passed to
+configs/student.py; '' = its default); kd (student only: auto, true or false) searches the
+distillation too, each teacher's weight (`kd.teacher_weights`, `search.teacher_weights`) and the
+temperature (`space.temperature`, `kd.temperature`): auto = on in clean, never in paper.
+
+`search.objective`: `whole` (clean: validation weighted F1 over the whole validation set of the
+model the stage keeps) or `per_batch_mean` (paper: the notebooks' mean of per-batch weighted F1
+of the last epoch's validation); each epoch's pruner report uses the same measure.
 
 `trial` is the target's config (configs/<target>.py with the same arguments); every trial starts
 from it and sets the sampled values, so any of its keys can be changed for all trials
@@ -22,7 +29,9 @@ import ml_collections
 
 from configs import common, student, teacher_audio, teacher_emotion, teacher_text
 
-ARGS = dict(target="", trials=50, dataset="demo", protocol="clean", smoke=False)
+ARGS = dict(
+    target="", trials=50, dataset="demo", protocol="clean", smoke=False, teachers="", kd="auto"
+)
 TARGETS = {
     "teacher_text": teacher_text,
     "teacher_emotion": teacher_emotion,
@@ -35,6 +44,10 @@ WD = (0.0, 0.01, 0.1)
 BERT_LR = (1e-4, 1e-5, 2e-5, 3e-5, 4e-5, 5e-5)
 LAYERS = range(2, 13, 2)  # 2..12 step 2
 HEADS = (2, 3, 4, 6, 8, 12)
+# Distillation temperatures (kd search, clean only): T = 1 is the paper's; the rest double up to
+# the range distillation usually uses, softening the teachers' averaged labels.
+TEMPERATURES = (1.0, 2.0, 4.0, 8.0)
+KD_SPACE = {"temperature": ("kd.temperature", TEMPERATURES, 1.0)}
 
 # target -> name -> (config key, choices or an integer range, default trial's value): the
 # SPEC addendum's spaces and enqueued defaults, in its order.
@@ -89,6 +102,28 @@ def _param(key: str, values, default) -> ml_collections.ConfigDict:
     )
 
 
+def _kd_search(args, paper: bool) -> bool:
+    """Whether the student search also tunes teacher weights and temperature.
+
+    On by default in clean: the paper fixed equal weights and T = 1 without validating them,
+    and a weak teacher (the offline randomly initialised audio teacher) then gets the same say
+    as a good one; the enqueued default trial keeps the paper's values, so the search can only
+    move away from them on validation evidence. Never in paper: its space is the notebooks'.
+    """
+    from mh3.errors import UserError
+
+    if args.kd not in ("auto", "true", "false"):
+        raise UserError(f"configs/search.py: kd={args.kd!r}; choose auto, true or false")
+    if args.teachers and args.target != "student":
+        raise UserError(f"configs/search.py: teachers={args.teachers!r} needs target=student")
+    if args.kd == "true" and (paper or args.target != "student"):
+        raise UserError(
+            "configs/search.py: kd=true needs target=student and protocol=clean (the paper "
+            "searched neither teacher weights nor temperature)"
+        )
+    return args.target == "student" and not paper and args.kd != "false"
+
+
 def get_config(arg: str | None = None):
     from mh3.errors import UserError
 
@@ -99,22 +134,29 @@ def get_config(arg: str | None = None):
         )
     if args.trials < 1:
         raise UserError(f"configs/search.py: trials={args.trials}; at least 1")
+    paper = args.protocol == "paper"
+    kd = _kd_search(args, paper)
     config = common.base("search", args)
     config.target = args.target
     config.trials = args.trials
 
     config.search = ml_collections.ConfigDict()
     # The notebooks' TPE was unseeded; clean searches seed it with config.seed (repeatable).
-    config.search.seeded = args.protocol != "paper"
-    # Validation weighted F1 of the trial's chosen model over the whole validation set. The
-    # notebooks' mean of per-batch F1 ("per_batch_mean") needs per-batch validation outputs,
-    # which the training recipe does not report; it is refused with a message.
-    config.search.objective = "whole"
+    config.search.seeded = not paper
+    # paper: the notebooks' objective, the mean of per-batch weighted F1 of the last epoch's
+    # validation (it depends on the batch size and the order of the batches); clean: weighted
+    # F1 over the whole validation set of the model the stage keeps, a property of the model.
+    config.search.objective = "per_batch_mean" if paper else "whole"
+    # Each teacher's weight in the averaged soft label (stages/search.py says how it is drawn).
+    config.search.teacher_weights = kd
 
+    space = dict(SPACES[args.target], **(KD_SPACE if kd else {}))
     config.space = ml_collections.ConfigDict(
-        {name: _param(*entry) for name, entry in SPACES[args.target].items()}
+        {name: _param(*entry) for name, entry in space.items()}
     )
     target_args = f"dataset={args.dataset},protocol={args.protocol},smoke={args.smoke}"
+    if args.teachers:
+        target_args += f",teachers={args.teachers}"
     config.trial = TARGETS[args.target].get_config(target_args)
     if args.target == "student":
         config.trial.runs = 1  # one student per trial, as the notebooks searched

@@ -1,4 +1,5 @@
-"""The Optuna search stage: resume after a kill, best params applied, pruning, space limits."""
+"""The Optuna search stage: resume after a kill, best params applied, pruning, space limits,
+the paper's per-batch objective and the clean student search of teacher weights/temperature."""
 
 import csv
 import json
@@ -8,10 +9,12 @@ import optuna
 import pytest
 
 from configs import search as search_config
+from configs import student as student_config
 from configs import teacher_text
 from mh3 import stages
 from mh3.errors import UserError
 from mh3.stages import search
+from mh3.stages import student as student_stage
 
 
 class _Killed(BaseException):
@@ -31,11 +34,11 @@ def searched(tiny_bert, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("search") / "s")
     seen = []
 
-    def killing_hook(trial, watched, workdir, epoch, record):
+    def killing_hook(trial, watched, workdir, epoch, record, **kw):
         seen.append(os.path.basename(workdir))
         if os.path.basename(workdir) == "1":
             raise _Killed()
-        original(trial, watched, workdir, epoch, record)
+        original(trial, watched, workdir, epoch, record, **kw)
 
     original = search.report_epoch
     search.report_epoch = killing_hook
@@ -117,3 +120,100 @@ def test_bad_input_is_one_line():
     config = teacher_text.get_config("smoke")
     with pytest.raises(UserError, match="model.nope"):
         stages.apply_overrides(config, {"model.nope": 1})
+
+
+def test_per_batch_mean_is_the_last_epochs_val_batch_mean(tiny_bert, tmp_path):
+    """The paper objective: the trial's value is `f1_weighted_batch_mean` of the last val
+    record in its metrics.jsonl, and the pruner got that measure each epoch."""
+    assert search_config.get_config("target=teacher_text,protocol=paper").search.objective == (
+        "per_batch_mean"
+    )
+    config = _config(tiny_bert, trials=1)  # only the enqueued default trial
+    config.search.objective = "per_batch_mean"
+    config.trial.train.num_steps = 0  # the default trial's epochs decide: 2
+    config.space.epochs.default = 2
+    config.trial.data.batch_size = 48  # one step per epoch
+    config.trial.data.eval_batch_size = 8  # several validation batches to average over
+    workdir = str(tmp_path / "s")
+    results = stages.run_stage(config, workdir)
+    lines = open(os.path.join(workdir, "trials", "0", "metrics.jsonl"))
+    val = [r for r in map(json.loads, lines) if r.get("split") == "val"]
+    assert len(val) == 2
+    assert results["best_value"] == val[-1]["f1_weighted_batch_mean"]
+    trial = optuna.load_study(study_name="teacher_text", storage=f"sqlite:///{workdir}/study.db")
+    reported = trial.trials[0].intermediate_values
+    assert reported == {r["epoch"]: r["f1_weighted_batch_mean"] for r in val}
+
+
+def test_kd_space_only_in_the_clean_student_search():
+    clean = search_config.get_config("target=student,trials=2")
+    assert clean.search.teacher_weights and clean.space.temperature.key == "kd.temperature"
+    assert clean.space.temperature.default == 1.0
+    assert search.weighted_teachers(clean) == ["text", "emotion", "audio"]
+    for arg in ("protocol=paper", "kd=false"):
+        config = search_config.get_config(f"target=student,trials=2,{arg}")
+        assert not config.search.teacher_weights and "temperature" not in config.space
+        assert search.weighted_teachers(config) == []
+    with pytest.raises(UserError, match="kd=true"):
+        search_config.get_config("target=student,protocol=paper,kd=true")
+    # A paper search given the kd space anyway is refused before any work.
+    paper = search_config.get_config("target=student,protocol=paper")
+    paper.search.teacher_weights = True
+    with pytest.raises(UserError, match="protocol=paper"):
+        search._check(paper)
+    # One teacher: its normalised weight is always 1, so no weight is searched.
+    single = search_config.get_config("target=student,teachers=text")
+    assert single.search.teacher_weights and search.weighted_teachers(single) == []
+
+
+def test_sampled_teacher_weights_are_valid_and_usable_by_the_student_config():
+    config = search_config.get_config("target=student,teachers=text+emotion")
+    kinds = search.weighted_teachers(config)
+    space = {"kd.temperature": dict(choices=[1.0, 2.0, 4.0, 8.0], low=0, high=0, step=0)}
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.enqueue_trial(
+        {"kd.temperature": 1.0, **{search.U_PREFIX + k: search.U_EQUAL for k in kinds}}
+    )
+    seen = []
+
+    def objective(trial):
+        values = search.overrides(search._suggest(trial, space, kinds), kinds)
+        seen.append(values)
+        weights = values["kd.teacher_weights"]
+        return weights[0] if weights else 0.5
+
+    study.optimize(objective, n_trials=12)
+    assert seen[0] == {"kd.temperature": 1.0, "kd.teacher_weights": []}  # equal: the default
+    for values in seen[1:]:
+        weights = values["kd.teacher_weights"]
+        assert len(weights) == len(kinds) and min(weights) >= 0
+        assert sum(weights) == pytest.approx(1.0, abs=1e-3)
+    assert search.teacher_weights([0.0, 0.0]) == ()
+    # best_params.json values go straight onto the student config (a JSON list -> tuple).
+    student = student_config.get_config("teachers=text+emotion")
+    stages.apply_overrides(student, json.loads(json.dumps(seen[1])))
+    assert student.kd.teacher_weights == tuple(seen[1]["kd.teacher_weights"])
+    assert student_stage._check(student)[1] == student.kd.teacher_weights
+
+
+def test_a_trial_failed_by_an_error_is_queued_again_by_the_rerun(tmp_path):
+    """An error (here a busy workdir) ends the search; the rerun retries the failed trial's
+    values, the enqueued default included, but not those a later trial already ran."""
+    config = search_config.get_config("target=teacher_emotion,trials=3")
+    space = search.constrained_space(config)
+    workdir = str(tmp_path)
+    study = search._open_study(config, workdir, space)
+
+    def busy(trial):
+        search._suggest(trial, space, [])
+        raise UserError("workdir busy")
+
+    with pytest.raises(UserError):
+        study.optimize(busy, n_trials=1)
+    study = search._open_study(config, workdir, space)  # the rerun
+    waiting = study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    default = {key: p["default"] for key, p in space.items()}
+    assert [t.system_attrs["fixed_params"] for t in waiting] == [default]
+    study.optimize(lambda trial: sum(search._suggest(trial, space, []).values()), n_trials=1)
+    study = search._open_study(config, workdir, space)  # retried already: nothing queued
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))

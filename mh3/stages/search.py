@@ -3,9 +3,23 @@
 Each trial copies `config.trial` (the target stage's own config), sets the sampled values on
 their config keys and runs the stage with `run_stage` in `<workdir>/trials/<number>`. Inputs
 every trial shares (the student's teachers, the emotion table, the audio teacher's speech) are
-made once in `<workdir>/<name>` and reused. After each epoch the trial's run reports its
-validation weighted F1 to the study (`recipe.epoch_hook`) and stops when the median pruner says
-so; the trial's value is the validation weighted F1 of the model the stage keeps.
+made once in `<workdir>/<name>` and reused (the student's cached teacher soft labels too).
+
+Objective (`search.objective`), also what each epoch reports to the median pruner
+(`recipe.epoch_hook`), which stops a trial when it says so:
+- `whole` (clean default): the validation weighted F1 over the whole validation set of the model
+  the stage keeps;
+- `per_batch_mean` (paper default): the notebooks' measure, the mean of per-batch weighted F1
+  of the LAST epoch's validation (`f1_weighted_batch_mean` of the run's last val record).
+
+Beyond the paper (clean only, student target, `search.teacher_weights` and the space entry on
+`kd.temperature`): each teacher's weight in the averaged soft label. Every teacher gets a
+uniform u_k in [0, 1]; w_k = -log(1 - u_k) is then an Exponential(1) draw and w / sum(w) is a
+uniform (Dirichlet(1, ..., 1)) draw on the simplex, so no mix of teachers is favoured, any
+teacher can get ~0, and the K numbers TPE models are independent boxes, which it handles well
+(normalised raw [0, 1] weights would crowd the centre of the simplex). Equal u's (the enqueued
+default) give equal weights, written `()`, the student config's own "equal" value, so the
+default trial is exactly the untuned student.
 
 The study lives in `<workdir>/study.db` (SQLite), so a killed search resumes: finished and
 pruned trials count, a trial a kill left RUNNING is marked FAIL and its values are tried
@@ -19,6 +33,7 @@ import copy
 import csv
 import functools
 import json
+import math
 import os
 import warnings
 
@@ -36,15 +51,19 @@ SHARED = {
     "teacher_audio": ("tts_workdir", "tts"),
 }
 HEADS_KEY, LAYERS_KEY = "model.num_attention_heads", "model.num_hidden_layers"
+WEIGHTS_KEY, TEMPERATURE_KEY = "kd.teacher_weights", "kd.temperature"
+# Optuna's name of teacher k's uniform draw (see the module docstring); a config key never
+# starts with it.
+U_PREFIX = "teacher_weight_u:"
+# The default trial's u: -log(1 - u) = 1 for every teacher, i.e. equal weights.
+U_EQUAL = 1.0 - math.exp(-1.0)
 COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+# search.objective -> the validation record's key it reads.
+MEASURES = {"whole": "f1_weighted", "per_batch_mean": "f1_weighted_batch_mean"}
 
 
 def run(config, workdir: str) -> dict:
-    if config.search.objective != "whole":
-        raise UserError(
-            f"config search.objective={config.search.objective!r}: only 'whole' (weighted F1 "
-            "over the whole validation set) is available; per-batch validation F1 is not reported"
-        )
+    _check(config)
     workdir = os.path.abspath(workdir)
     space = constrained_space(config)
     study = _open_study(config, workdir, space)
@@ -53,6 +72,50 @@ def run(config, workdir: str) -> dict:
     if todo > 0:
         study.optimize(functools.partial(_objective, config, workdir, space), n_trials=todo)
     return _write_outputs(study, workdir)
+
+
+def _check(config) -> None:
+    """The objective is known; the paper protocol searches only the paper's space."""
+    if config.search.objective not in MEASURES:
+        raise UserError(
+            f"config search.objective={config.search.objective!r}; choose one of "
+            f"{', '.join(MEASURES)}"
+        )
+    kd_keys = [p.key for p in config.space.values() if p.key.startswith("kd.")]
+    if config.protocol == "paper" and (config.search.teacher_weights or kd_keys):
+        raise UserError(
+            "config protocol=paper searches the paper's space only: teacher weights and "
+            f"{kd_keys or 'kd keys'} are a clean-protocol extension (use protocol=clean)"
+        )
+    if config.search.teacher_weights and config.target != "student":
+        raise UserError("config search.teacher_weights=True needs target=student")
+
+
+def teacher_kinds(config) -> list[str]:
+    """The student trial's teachers in `teachers` order ([] for other targets)."""
+    if config.target != "student":
+        return []
+    return [k for k in config.trial.teachers.split("+") if k and k != "none"]
+
+
+def weighted_teachers(config) -> list[str]:
+    """The teachers whose weights the search samples: none unless asked, and none with fewer
+    than two teachers (one teacher's normalised weight is always 1)."""
+    kinds = teacher_kinds(config)
+    return kinds if config.search.teacher_weights and len(kinds) >= 2 else []
+
+
+def teacher_weights(u: list[float]) -> tuple[float, ...]:
+    """Normalised teacher weights from their uniform draws (module docstring); `()` (equal,
+    the student config's default) when the draws are equal. Rounded to 4 decimals for a
+    readable best_params.json: the loss renormalises them, so the rounding changes nothing."""
+    if len(set(u)) <= 1:
+        return ()
+    raw = [-math.log1p(-min(x, 1.0 - 1e-12)) for x in u]
+    total = sum(raw)
+    if total <= 0:  # every u exactly 0: no teacher preferred
+        return ()
+    return tuple(round(w / total, 4) for w in raw)
 
 
 def constrained_space(config) -> dict[str, dict]:
@@ -66,6 +129,9 @@ def constrained_space(config) -> dict[str, dict]:
     limits = model_limits(config)
     space = {}
     for name, p in config.space.items():
+        if p.key == TEMPERATURE_KEY and config.target == "student" and not teacher_kinds(config):
+            logging.info("space.%s dropped: no teachers, the temperature does nothing", name)
+            continue
         entry = dict(choices=list(p.choices), low=p.low, high=p.high, step=p.step)
         if limits and p.key == HEADS_KEY and entry["choices"]:
             entry["choices"] = [h for h in p.choices if limits["hidden"] % h == 0]
@@ -144,16 +210,37 @@ def _open_study(config, workdir: str, space: dict) -> optuna.Study:
     )
     trials = study.get_trials(deepcopy=False)
     if not trials:
-        study.enqueue_trial({key: p["default"] for key, p in space.items()})
-    for t in trials:
+        default = {key: p["default"] for key, p in space.items()}
+        default.update({U_PREFIX + k: U_EQUAL for k in weighted_teachers(config)})
+        study.enqueue_trial(default)
+    failed = (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL)
+    for i, t in enumerate(trials):
         if t.state == optuna.trial.TrialState.RUNNING:
             logging.warning("trial %d was left running by a kill: marked failed, rerun", t.number)
             storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            # An enqueued trial killed before it sampled holds its values as fixed params.
-            params = {**t.system_attrs.get("fixed_params", {}), **t.params}
-            if params:
-                study.enqueue_trial(params)
+        # A failed trial (a kill, or an error such as a busy workdir or a full disk, which ends
+        # the search) is tried again by the rerun, unless a later trial already holds its
+        # values: so the enqueued default trial is never lost to an error.
+        params = _values(t)
+        if t.state in failed and params and all(_values(u) != params for u in trials[i + 1 :]):
+            logging.info("trial %d failed: its values are queued again", t.number)
+            study.enqueue_trial(params)
     return study
+
+
+def _values(trial) -> dict:
+    """A trial's params; an enqueued trial stopped before it sampled holds them as fixed
+    params."""
+    return {**trial.system_attrs.get("fixed_params", {}), **trial.params}
+
+
+def overrides(params: dict, kinds: list[str]) -> dict:
+    """A trial's Optuna params as config keys: the teachers' uniform draws become
+    `kd.teacher_weights` (normalised, in `teachers` order); the other params are config keys."""
+    out = {k: v for k, v in params.items() if not k.startswith(U_PREFIX)}
+    if kinds:
+        out[WEIGHTS_KEY] = list(teacher_weights([params[U_PREFIX + k] for k in kinds]))
+    return out
 
 
 def trial_config(config, workdir: str, params: dict):
@@ -166,34 +253,83 @@ def trial_config(config, workdir: str, params: dict):
     return cfg
 
 
-def _suggest(trial: optuna.Trial, space: dict) -> dict:
-    return {
+def _suggest(trial: optuna.Trial, space: dict, kinds: list[str]) -> dict:
+    params = {
         key: trial.suggest_categorical(key, p["choices"])
         if p["choices"]
         else trial.suggest_int(key, p["low"], p["high"], step=p["step"])
         for key, p in space.items()
     }
+    for kind in kinds:
+        params[U_PREFIX + kind] = trial.suggest_float(U_PREFIX + kind, 0.0, 1.0)
+    return params
 
 
 def _objective(config, workdir: str, space: dict, trial: optuna.Trial) -> float:
-    cfg = trial_config(config, workdir, _suggest(trial, space))
+    kinds = weighted_teachers(config)
+    values = overrides(_suggest(trial, space, kinds), kinds)
+    # What the trial sets on its config: best_params.json and trials.csv are made of these.
+    trial.set_user_attr("overrides", values)
+    cfg = trial_config(config, workdir, values)
     trial_dir = os.path.join(workdir, "trials", str(trial.number))
     # The student's epochs are reported by its run 0; teachers it trains are not the trial.
     watched = os.path.join(trial_dir, "run0") if config.target == "student" else trial_dir
-    with recipe.epoch_hook(functools.partial(report_epoch, trial, watched)):
+    if config.target == "student":
+        _share_soft_labels(workdir, trial_dir)
+    measure = MEASURES[config.search.objective]
+    hook = functools.partial(report_epoch, trial, watched, measure=measure)
+    with recipe.epoch_hook(hook):
         results = stages.run_stage(cfg, trial_dir)
-    return float(results["val"]["f1_weighted"])
+    if config.search.objective == "whole":
+        return float(results["val"]["f1_weighted"])
+    return float(last_val(watched)[measure])
 
 
-def report_epoch(trial: optuna.Trial, watched: str, workdir: str, epoch: int, record) -> None:
-    """`recipe.epoch_hook` callback: reports the trial's validation weighted F1 each epoch.
+def _share_soft_labels(workdir: str, trial_dir: str) -> None:
+    """Points the trial's `soft_labels/` at `<workdir>/soft_labels`: the cache is keyed by the
+    teacher's parameters and the data, so every trial reads the logits the first one wrote
+    instead of running each teacher over the dataset again."""
+    shared = os.path.join(workdir, "soft_labels")
+    link = os.path.join(trial_dir, "soft_labels")
+    os.makedirs(shared, exist_ok=True)
+    os.makedirs(trial_dir, exist_ok=True)
+    if not os.path.lexists(link):
+        os.symlink(shared, link)
+
+
+def last_val(run_dir: str) -> dict:
+    """The last validation record of `<run_dir>/metrics.jsonl` (the last epoch's).
+
+    Raises:
+      UserError: the run wrote no validation record (no validation split).
+    """
+    path = os.path.join(run_dir, "metrics.jsonl")
+    last = None
+    with open(path) as f:
+        for line in f:
+            try:
+                record = json.loads(line)
+            except ValueError:  # a line cut short by a kill: the loop drops it too
+                continue
+            if record.get("split") == "val":
+                last = record
+    if last is None:
+        raise UserError(f"{path} holds no validation record: the search needs a validation split")
+    return last
+
+
+def report_epoch(
+    trial: optuna.Trial, watched: str, workdir: str, epoch: int, record, *, measure="f1_weighted"
+) -> None:
+    """`recipe.epoch_hook` callback: reports the epoch's validation `measure` (the objective's
+    measure, MEASURES) of the watched run.
 
     Raises:
       optuna.TrialPruned: the pruner stops the trial (the run ends there).
     """
     if record is None or os.path.abspath(workdir) != watched:
         return
-    trial.report(float(record["f1_weighted"]), epoch)
+    trial.report(float(record[measure]), epoch)
     if trial.should_prune():
         raise optuna.TrialPruned(f"pruned after epoch {epoch + 1}")
 
@@ -214,22 +350,31 @@ def _write_outputs(study: optuna.Study, workdir: str) -> dict:
         return {**out, "best_value": None, "best_params": {}}
     best = study.best_trial
     path = os.path.join(workdir, "best_params.json")
-    files.write_json(path, best.params)
-    out.update(best_value=best.value, best_trial=best.number, best_params=best.params)
+    best_params = _overrides_of(best)
+    files.write_json(path, best_params)
+    out.update(best_value=best.value, best_trial=best.number, best_params=best_params)
     out.update(best_params_file=path, plots=_plot(study, complete, workdir))
     return out
 
 
+def _overrides_of(trial) -> dict:
+    """The config keys the trial set (its Optuna params when it died before recording them)."""
+    return trial.user_attrs.get("overrides", trial.params)
+
+
 def _write_table(trials, path: str) -> str:
-    keys = sorted({k for t in trials for k in t.params})
+    rows = [(t, _overrides_of(t)) for t in trials]
+    keys = sorted({k for _, values in rows for k in values})
 
     def write(tmp):
         with open(tmp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["number", "state", "value", *keys])
-            for t in trials:
+            for t, values in rows:
                 value = "" if t.value is None else t.value
-                w.writerow([t.number, t.state.name, value, *(t.params.get(k, "") for k in keys)])
+                cells = (json.dumps(v) if isinstance(v, list) else v for v in values.values())
+                cells = dict(zip(values, cells, strict=True))
+                w.writerow([t.number, t.state.name, value, *(cells.get(k, "") for k in keys)])
 
     files.atomic_write(path, write)
     return path
