@@ -3,6 +3,11 @@
 Everything mh3 writes that another stage or a rerun reads (results, manifests, exports, wavs)
 goes to a temporary name in the same folder first and is renamed into place, which is atomic
 on POSIX file systems.
+
+In a multi-host run every process computes the same results, but only process 0 writes them:
+the workdir is shared, and two writers would race. `atomic_write` does nothing on the other
+processes; a process that then reads what process 0 wrote waits at a barrier first
+(mh3.train.parallel.sync).
 """
 
 import json
@@ -19,6 +24,10 @@ def atomic_write(path: str, write: Callable[[str], None]) -> None:
       path: final file name.
       write: writes the complete file at the path it is given.
     """
+    import jax
+
+    if jax.process_index() != 0:
+        return
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     # Keep the suffix: some writers (soundfile, matplotlib) pick the format from it.

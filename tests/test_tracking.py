@@ -137,14 +137,10 @@ def test_resumed_tracker_drops_what_came_after_the_restored_step(tmp_path):
 def test_learning_rate_follows_the_schedule_and_accumulation():
     cfg = optim.default_config()
     cfg.update(schedule="warmup_linear", warmup_steps=2, learning_rate=1.0, accumulate_steps=2)
-    from mh3.train import checkpoints
-
-    fp = checkpoints.fingerprint({"optim": cfg.to_dict(), "train": {"epochs": 1}})
-    rate = tracking.learning_rate_fn(fp, total_steps=12)  # 6 updates
-    schedule = optim.schedule(cfg, 6)
+    schedule = optim.schedule(cfg, 6)  # 12 steps, 6 updates
+    rate = tracking.step_rate(schedule, cfg.accumulate_steps)
     # Steps 1-2 make update 1 (count 0), steps 3-4 update 2, ...
     assert [rate(s) for s in range(1, 13)] == [float(schedule(c)) for c in np.arange(12) // 2]
-    assert tracking.learning_rate_fn({"train.epochs": 1}, 12) is None  # no optimizer block
 
 
 def test_plain_progress_lines_without_carriage_returns(monkeypatch, caplog):

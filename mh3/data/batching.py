@@ -15,13 +15,14 @@ batches are drawn from length-sorted windows of `group_batches` batches, so jit 
 cut into consecutive batches, the short batch last, as torch's shuffling DataLoader does
 (batches are still padded to bucket lengths).
 
-Order and processes. `batch_size` is global: with `process_count` P each process gets
-`batch_size // P` rows of every global batch. Example k goes to process `k % P`; each process's
-rows are shuffled by a generator seeded with (seed, epoch, process_index); the order of the
-batches by one seeded with (seed, epoch), the same on all processes, so the k-th local batches
-of all processes form the k-th global batch and share its length. Every process computes the
-same plan; a resumed run replays the same batches from (seed, epoch) alone. Evaluation is not
-shuffled: rows are taken in length order (bucketing) or in global order.
+Order and processes. `batch_size` is global: every process computes the same plan of global
+batches from (seed, epoch) alone and, with `process_count` P, reads the p-th of P equal slices
+of each, so the k-th local batches of all processes form the k-th global batch and share its
+length. The global batches do not depend on P: a run on 2 processes with one device each sees
+the very batches of a run on 1 process with 2 devices (device d of the one gets the rows
+process d of the other reads), and ends with the same parameters. A resumed run replays the
+same batches. Evaluation is not shuffled: rows are taken in length order (bucketing) or in
+global order.
 """
 
 from collections.abc import Iterator
@@ -92,25 +93,20 @@ def plan(
     order = np.arange(n)
     if not train and buckets is not None:
         order = np.argsort(lengths, kind="stable")
-    shard_len = -(-n // process_count)
-    num_batches = -(-shard_len // local)
-    shards = []
-    for p in range(process_count):
-        shard = order[p::process_count]
-        if train:
-            shard = np.random.default_rng([seed, epoch, p]).permutation(shard)
-        shard = np.concatenate([shard, np.full(num_batches * local - len(shard), -1)])
-        if train and buckets is not None and group_batches > 0:
-            # Sort each window by length (longest first, padding rows last); windows and
-            # positions are the same on every process, so batch k holds similar lengths
-            # everywhere.
-            window = group_batches * local
-            for start in range(0, len(shard), window):
-                part = shard[start : start + window]
-                keys = np.where(part >= 0, lengths[np.maximum(part, 0)], -1)
-                shard[start : start + window] = part[np.argsort(-keys, kind="stable")]
-        shards.append(shard.reshape(num_batches, local))
-    rows = np.stack(shards, axis=1) if shards else np.zeros((0, process_count, local), np.int64)
+    num_batches = -(-n // batch_size)
+    if train:
+        # The trailing 0 keeps the shuffles of runs made before plans ignored process_count.
+        order = np.random.default_rng([seed, epoch, 0]).permutation(order)
+    order = np.concatenate([order, np.full(num_batches * batch_size - n, -1)])
+    if train and buckets is not None and group_batches > 0:
+        # Sort each window by length (longest first, padding rows last), so a batch holds
+        # similar lengths.
+        window = group_batches * batch_size
+        for start in range(0, len(order), window):
+            part = order[start : start + window]
+            keys = np.where(part >= 0, lengths[np.maximum(part, 0)], -1)
+            order[start : start + window] = part[np.argsort(-keys, kind="stable")]
+    rows = order.reshape(num_batches, process_count, local)
     if train and group_batches > 0:
         # Grouped windows put long batches together; a shuffled batch order spreads them.
         # Ungrouped (0), the permutation already is the order, as in a torch DataLoader.
@@ -185,9 +181,10 @@ def batches(
 
 
 def num_batches(n: int, batch_size: int, process_count: int = 1) -> int:
-    """How many batches `batches` yields per epoch for `n` examples."""
-    shard_len = -(-n // process_count)  # ceil
-    return -(-shard_len // (batch_size // process_count))
+    """How many batches `batches` yields per epoch for `n` examples (on every process: the
+    global batches do not depend on `process_count`, kept for the callers' symmetry)."""
+    del process_count
+    return -(-n // batch_size)
 
 
 def padding_stats(lengths, batch_size, *, buckets, max_len, train, group_batches=50, seed=0):

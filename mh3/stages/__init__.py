@@ -135,10 +135,14 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
     validate.check(config)
     workdir = workdir or default_workdir(config)
     results_path = os.path.join(workdir, "results.json")
-    if not force and is_done(config, workdir):
+    # In a multi-host run every process follows process 0's view of the workdir, and only
+    # process 0 writes there (mh3.files skips the writes of the others; the lock is its own).
+    if parallel.agree(not force and is_done(config, workdir)):
         logging.info("stage %s already done in %s; skipping", config.stage, workdir)
         return files.read_json(results_path)
-    check_writable(workdir)
+    if parallel.process_index() == 0:
+        check_writable(workdir)
+    parallel.sync(f"mh3-workdir-ready:{workdir}")
     with workdir_lock(workdir):
         config_path = os.path.join(workdir, "config.json")
         before = open(config_path, "rb").read() if os.path.exists(config_path) else None

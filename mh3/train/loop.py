@@ -214,6 +214,7 @@ def fit(
     fingerprint: dict,
     class_names: Sequence[str] | None = None,
     on_epoch: Callable[[int, dict | None], None] | None = None,
+    learning_rate: Callable[[int], float] | None = None,
 ) -> tuple[state_lib.TrainState, list[dict]]:
     """Trains `state`, resuming from `<workdir>/checkpoints` when it holds a checkpoint.
 
@@ -233,6 +234,8 @@ def fit(
       on_epoch: called as `on_epoch(epoch, validation record or None)` after each epoch's
         checkpoint (e.g. a hyper-parameter search reporting to its pruner); an exception it
         raises stops training, with the checkpoints kept.
+      learning_rate: step -> the rate of the update that step makes (mh3.train.tracking.
+        step_rate), logged times the plateau scale; None logs no rate.
 
     Returns:
       (host state with the chosen params, per-epoch validation records).
@@ -262,7 +265,6 @@ def fit(
     pstate = parallel.replicate(state)
     last_saved = ckpt.latest_step()
     pending: list = []
-    schedule = tracking.learning_rate_fn(fingerprint, total_steps)
     # The plateau scale changes only on the host at epoch ends, so a host copy is current and
     # reading it costs no device sync.
     clock = {"t": time.perf_counter(), "examples": 0, "scale": _plateau_scale(state)}
@@ -298,8 +300,8 @@ def fit(
             else None
         )
         record["grad_norm"] = float(np.mean([m["grad_norm"][0] for m in fetched]))
-        if schedule is not None:
-            record["learning_rate"] = schedule(step) * clock["scale"]
+        if learning_rate is not None:
+            record["learning_rate"] = learning_rate(step) * clock["scale"]
         record["examples_per_s"] = rate
         tracker.write(record)
         bar.set_postfix(loss=f"{record['loss']:.4f}", ex_s=f"{rate:.1f}")

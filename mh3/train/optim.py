@@ -64,17 +64,20 @@ def decay_mask(params) -> dict:
     return jax.tree_util.tree_map_with_path(keep, params)
 
 
-def make(optim, total_steps: int) -> optax.GradientTransformation:
+def make(
+    optim, total_steps: int, *, lr: optax.Schedule | None = None
+) -> optax.GradientTransformation:
     """Builds the optimizer named by `optim.name` with clipping, schedule and accumulation.
 
     Args:
       optim: the `config.optim` block (keys in the module docstring).
       total_steps: optimizer updates in the run (for decaying schedules).
+      lr: `schedule(optim, total_steps)` when the caller built it already (to log the rate).
 
     Raises:
       UserError: unknown optimizer or schedule name.
     """
-    lr = schedule(optim, total_steps)
+    lr = lr or schedule(optim, total_steps)
     parts = []
     if optim.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(optim.clip_norm))

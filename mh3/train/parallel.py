@@ -68,6 +68,41 @@ def sync(name: str) -> None:
         multihost_utils.sync_global_devices(name)
 
 
+def agree(flag: bool) -> bool:
+    """Process 0's `flag` on every process (as is with one process): decisions that read shared
+    files (is this stage done?) must not differ between processes that read them at different
+    moments."""
+    if jax.process_count() == 1:
+        return flag
+    from jax.experimental import multihost_utils
+
+    return bool(multihost_utils.broadcast_one_to_all(np.asarray(flag, np.int32)))
+
+
+def gather_rows(rows: dict[str, np.ndarray], local: int) -> dict[str, np.ndarray]:
+    """Every process's per-row arrays, in the order of the global batches.
+
+    Args:
+      rows: name -> this process's rows of a split's batches, concatenated: (batches * local,
+        ...), each process holding the same number of batches.
+      local: rows per batch on each process.
+
+    Returns:
+      name -> (batches * processes * local, ...): global batch k is the rows of processes 0..P-1
+      for batch k, as a one-process run would hold them (mh3.data.batching).
+    """
+    if jax.process_count() == 1:
+        return rows
+    from jax.experimental import multihost_utils
+
+    out = {}
+    for name, x in rows.items():
+        every = np.asarray(multihost_utils.process_allgather(np.asarray(x)))  # (P, n, ...)
+        per_batch = every.reshape(every.shape[0], -1, local, *x.shape[1:]).swapaxes(0, 1)
+        out[name] = per_batch.reshape(-1, *x.shape[1:])
+    return out
+
+
 def device_count() -> int:
     """Devices this process feeds (pmap runs over them)."""
     return jax.local_device_count()

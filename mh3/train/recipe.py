@@ -28,7 +28,7 @@ from absl import logging
 
 from mh3 import data, files
 from mh3.errors import UserError
-from mh3.train import checkpoints, loop, optim, parallel, steps
+from mh3.train import checkpoints, loop, optim, parallel, steps, tracking
 from mh3.train import metrics as metrics_lib
 from mh3.train import state as state_lib
 
@@ -137,7 +137,8 @@ def train(
     """
     check_batch_sizes(config.data)
     plan = schedule_plan(config, task.sizes["train"])
-    tx = optim.make(config.optim, plan["updates"])
+    lr = optim.schedule(config.optim, plan["updates"])
+    tx = optim.make(config.optim, plan["updates"], lr=lr)
     if task.wrap_tx is not None:
         tx = task.wrap_tx(tx)
     state = state_lib.create(task.model.apply, task.params, tx, rng, optim.plateau(config.optim))
@@ -152,6 +153,7 @@ def train(
         fingerprint=fingerprint or checkpoints.fingerprint(config),
         class_names=task.classes,
         on_epoch=functools.partial(hook, workdir) if (hook := _EPOCH_HOOK.get()) else None,
+        learning_rate=tracking.step_rate(lr, config.optim.accumulate_steps),
     )
     results = {"schedule": plan, "history": history, **held_out(final, task, workdir)}
     if task.save is not None:

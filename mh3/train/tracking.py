@@ -25,13 +25,12 @@ import sys
 import time
 from collections.abc import Callable
 
-import ml_collections
+import optax
 from absl import logging
 from tqdm import tqdm
 
 from mh3 import files
-from mh3.errors import UserError
-from mh3.train import optim, parallel
+from mh3.train import parallel
 
 TB_DIR = "tb"
 LOG_FILE = "log.txt"
@@ -119,21 +118,13 @@ class Tracker:
             self._events = None
 
 
-def learning_rate_fn(fingerprint: dict, total_steps: int) -> Callable[[int], float] | None:
-    """Step -> the optax schedule's rate of the update that step makes, or None.
+def step_rate(schedule: optax.Schedule, accumulate_steps: int) -> Callable[[int], float]:
+    """Step -> the rate of the optimizer update that step makes (the plateau scale not
+    included: the loop multiplies it in, it lives in the state).
 
-    The schedule is rebuilt from the run's config as its fingerprint records it (the `optim.*`
-    keys, mh3.train.recipe builds the optimizer from the same block), with as many updates as
-    the recipe gives it; None when the fingerprint has no optimizer block (a bare `fit`).
-    The plateau scale is not included (the loop multiplies it in: it lives in the state).
+    With gradient accumulation, steps (k-1)*every+1 .. k*every make update k (count k-1).
     """
-    block = {k[len("optim.") :]: v for k, v in fingerprint.items() if k.startswith("optim.")}
-    try:
-        every = max(int(block["accumulate_steps"]), 1)
-        schedule = optim.schedule(ml_collections.ConfigDict(block), max(total_steps // every, 1))
-    except (KeyError, TypeError, ValueError, AttributeError, UserError):
-        return None
-    # With gradient accumulation, steps (k-1)*every+1 .. k*every make update k (count k-1).
+    every = max(int(accumulate_steps), 1)
     return lambda step: float(schedule(max(step - 1, 0) // every))
 
 
