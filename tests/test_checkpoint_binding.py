@@ -75,3 +75,17 @@ def test_logging_settings_do_not_unbind_a_checkpoint():
         checkpoints.fingerprint(base), checkpoints.fingerprint(_config("m", seed=3))
     )
     assert message == "seed 0 -> 3"
+
+
+def test_settings_that_do_not_change_training_are_ignored_in_nested_blocks_too():
+    from configs import student
+
+    config = student.get_config("smoke")
+    before = checkpoints.fingerprint(config)
+    config.teacher_text.train.log_every_steps = 7  # a teacher's block inside the student's
+    config.teacher_audio.tts.tts.workers = 3  # speech is the same with any worker count
+    assert checkpoints.fingerprint(config) == before
+    config.teacher_audio.tts.tts.max_words = 20  # this one changes the audio
+    assert checkpoints.differences(before, checkpoints.fingerprint(config)) == (
+        "teacher_audio.tts.tts.max_words 45 -> 20"
+    )

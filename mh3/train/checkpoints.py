@@ -35,7 +35,16 @@ from mh3.train import state as state_lib
 BINDING = "mh3_run.json"
 SUPERSEDED = "checkpoints.superseded"
 # Dotted config keys that only decide how a run is logged or saved, never what it computes.
-NOT_TRAINING = ("train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep")
+NOT_TRAINING = (
+    "train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep",
+    "tts.workers",  # speech is byte-identical with any number of worker processes
+)  # fmt: skip
+
+
+def _training(key: str) -> bool:
+    # By key ending, so a nested stage block (the student's `teacher_text.train...`, the audio
+    # teacher's `tts.tts.workers`) is treated as the stage's own.
+    return not any(key == k or key.endswith("." + k) for k in NOT_TRAINING)
 
 
 def flatten(tree, prefix: str = "") -> dict:
@@ -56,7 +65,7 @@ def fingerprint(config, **inputs) -> dict:
       **inputs: other things the run's result depends on, as JSON values (e.g. digests).
     """
     tree = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    flat = {k: v for k, v in flatten(tree).items() if k not in NOT_TRAINING}
+    flat = {k: v for k, v in flatten(tree).items() if _training(k)}
     flat.update(flatten(inputs, "inputs"))
     # Round-trip through JSON so tuples and lists compare equal with what is read back.
     return json.loads(json.dumps(flat, sort_keys=True, default=str))
