@@ -4,6 +4,7 @@ The config names the stage (`config.stage`); see configs/ and README.md. A mista
 make (unknown config key, bad path, bad column) ends in one line on stderr and exit code 2.
 """
 
+import os
 import sys
 
 from absl import app, flags, logging
@@ -27,8 +28,14 @@ _PID = flags.DEFINE_integer("process_id", None, "This process's index.")
 flags.mark_flag_as_required("config")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str, *, at_once: bool = False) -> None:
     print(f"error: {message}", file=sys.stderr)
+    if at_once:
+        # A disk fault: Orbax's failed writer threads would print tracebacks at interpreter
+        # exit, burying this line. Everything finished is already on disk (atomic writes).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(2)
     sys.exit(2)
 
 
@@ -43,8 +50,8 @@ def _parse_flags(argv):
 
 
 def main(argv):
-    # Orbax's INFO records stay out of stderr, as of every workdir's log.txt.
-    logging.get_absl_handler().addFilter(tracking.QuietOrbax())
+    # Orbax's INFO records and failed-save tracebacks stay out of stderr (and log.txt).
+    tracking.quiet_orbax()
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; pass options as --config.key=value")
     try:
@@ -63,7 +70,7 @@ def main(argv):
     except UserError as e:
         _fail(str(e))
     except OSError as e:
-        _fail(disk_fault(e))
+        _fail(disk_fault(e), at_once=True)
     logging.info("results: %s/results.json", results["workdir"])
     print(f"results: {results['workdir']}/results.json")
 

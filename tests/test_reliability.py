@@ -5,6 +5,7 @@ checkpoints: test_train.py.)"""
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 from conftest import ROOT
@@ -94,3 +95,44 @@ def test_a_full_disk_mid_run_ends_in_one_line_and_exit_2(tiny_bert, tiny_disk):
     assert done.returncode == 2, done.stderr[-2000:]
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("error: ") and "No space left on device" in last and "rerun" in last
+
+
+def test_a_file_system_turned_read_only_mid_run_ends_in_one_line_and_the_rerun_resumes(
+    tiny_bert, tmp_path
+):
+    workdir = tmp_path / "w"
+    args = [
+        "--config=configs/teacher_text.py:smoke", f"--workdir={workdir}",
+        f"--config.model.name={tiny_bert}", f"--config.data.tokenizer={tiny_bert}",
+        "--config.data.bucketing=false", "--config.train.num_steps=120",
+        "--config.train.checkpoint_every_steps=2",
+    ]  # fmt: skip
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        run = subprocess.Popen([sys.executable, "launch.py", *args], cwd=ROOT, stderr=err,
+                               stdout=subprocess.DEVNULL)  # fmt: skip
+        checkpoints = workdir / "checkpoints"
+        deadline = time.monotonic() + 300
+        while not (checkpoints.exists() and any(p.name.isdigit() for p in checkpoints.iterdir())):
+            assert run.poll() is None and time.monotonic() < deadline, "no checkpoint was saved"
+            time.sleep(0.05)
+        # Once the first checkpoint is saved, the workdir turns read-only under the run: a
+        # read-only bind mount stacked on it in one step (remounting the file system itself is
+        # refused while files are open for writing).
+        if subprocess.run(["mount", "-o", "bind,ro", str(workdir), str(workdir)]).returncode:
+            run.kill()
+            run.wait()
+            pytest.skip("cannot mount here (not root)")
+        try:
+            code = run.wait(timeout=300)
+        finally:
+            subprocess.run(["umount", "-l", str(workdir)])
+    stderr = log.read_text()
+    assert code == 2, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Read-only file system (errno 30)" in last
+    assert "rerun the same command" in last and "Traceback" not in stderr
+    # Writable again: the same command resumes from what was saved and finishes.
+    again = _launch(*args)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "resuming from checkpoint at step" in again.stderr

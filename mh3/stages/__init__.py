@@ -155,8 +155,8 @@ def run_stage(config, workdir: str | None = None, *, force: bool = False) -> dic
         jax.config.update("jax_default_prng_impl", prng_impl(config))
         try:
             # `<workdir>/log.txt`: this stage's log records (a nested stage writes its own).
-            with tracking.log_file(workdir):
-                logging.info("stage %s in %s (process %d)", config.stage, workdir, os.getpid())
+            header = f"stage {config.stage} in {workdir} (process {os.getpid()})"
+            with tracking.log_file(workdir, header):
                 results = module.run(config, workdir)
         except BaseException:
             # A failed command leaves the workdir's record as it was: config.json goes on

@@ -188,14 +188,30 @@ class QuietOrbax(pylogging.Filter):
         return record.levelno >= pylogging.WARNING
 
 
+def quiet_orbax() -> None:
+    """Keeps stderr readable: Orbax's INFO records and tracebacks off the absl handler, and the
+    `Event loop is closed` errors that tensorstore's callbacks raise after a failed save (on a
+    full or read-only disk Orbax closes its event loop while writes are still completing; the
+    interpreter prints each one through sys.excepthook, dozens of tracebacks)."""
+    logging.get_absl_handler().addFilter(QuietOrbax())
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 # The open log files, innermost stage last; only the last one receives records.
 _LOG_STACK: list[pylogging.Handler] = []
 
 
 @contextlib.contextmanager
-def log_file(workdir: str):
+def log_file(workdir: str, header: str = ""):
     """Within the block, this process's log records (absl's and every Python logger's, at the
-    level the process logs at) are appended to `<workdir>/log.txt` (process 0 only).
+    level the process logs at) are appended to `<workdir>/log.txt` (process 0 only), after
+    `header`, a line for the file alone (stderr stays for what the user must read).
 
     Nested blocks each write their own file; the outer one pauses and resumes afterwards.
     """
@@ -209,6 +225,9 @@ def log_file(workdir: str):
         )
     )
     handler.addFilter(QuietOrbax())
+    if header:
+        handler.handle(pylogging.makeLogRecord({"msg": header, "levelno": pylogging.INFO,
+                                                "levelname": "INFO", "module": "mh3"}))  # fmt: skip
     root = pylogging.getLogger()
     if _LOG_STACK:
         root.removeHandler(_LOG_STACK[-1])
