@@ -49,3 +49,24 @@ def tiny_bert(tmp_path_factory):
     hf.BertModel(config).save_pretrained(folder)
     hf.AutoTokenizer.from_pretrained(resolve_checkpoint("minilm")).save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def smoke_students(tiny_bert, tmp_path_factory):
+    """Finished smoke students of 2 runs each (tiny BERT, one batch shape): with no teachers,
+    and with a tiny text teacher; shared by the report and comparison tests, which only read
+    them."""
+    from configs import student
+    from mh3 import stages
+
+    root = tmp_path_factory.mktemp("students")
+    out = {}
+    for teachers in ("none", "text"):
+        config = student.get_config(
+            f"teachers={teachers},smoke,runs=2,model={tiny_bert},text_model={tiny_bert}"
+        )
+        for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
+            block.data.bucketing = False  # one batch shape: fewer compiles
+        out[teachers] = str(root / teachers)
+        stages.run_stage(config, out[teachers])
+    return out

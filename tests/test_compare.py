@@ -16,26 +16,10 @@ from mh3.distill import report
 from mh3.errors import UserError
 
 
-def _student_config(tiny_bert, teachers):
-    from configs import student
-
-    config = student.get_config(
-        f"teachers={teachers},smoke,runs=2,model={tiny_bert},text_model={tiny_bert}"
-    )
-    for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
-        block.data.bucketing = False  # one batch shape: fewer compiles
-    return config
-
-
 @pytest.fixture(scope="module")
-def students(tiny_bert, tmp_path_factory):
+def students(smoke_students):
     """Two finished smoke students of 2 runs each: no teachers, and a tiny text teacher."""
-    root = tmp_path_factory.mktemp("compare")
-    out = {}
-    for teachers in ("none", "text"):
-        out[teachers] = str(root / teachers)
-        stages.run_stage(_student_config(tiny_bert, teachers), out[teachers])
-    return out
+    return smoke_students
 
 
 def _compare(workdirs, out, labels=""):

@@ -4,6 +4,7 @@ scores, ROC-AUC, the hyper-parameters of every model, the paper's row and embedd
 import csv
 import json
 import os
+import pathlib
 import re
 
 import numpy as np
@@ -116,26 +117,11 @@ def test_curves_plot_the_ce_and_kd_parts_where_logged(tmp_path):
     assert png.stat().st_size > 1000
 
 
-def _student_config(tiny_bert, teachers="text", **kw):
-    from configs import student
-
-    config = student.get_config(
-        f"teachers={teachers},smoke,model={tiny_bert},text_model={tiny_bert}"
-    )
-    for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
-        block.data.bucketing = False  # one batch shape: fewer compiles
-    config.update(kw)
-    return config
-
-
 @pytest.fixture(scope="module")
-def smoke_student(tiny_bert, tmp_path_factory):
+def smoke_student(smoke_students):
     """A finished smoke student distilled from a tiny text teacher, 2 runs."""
-    from mh3 import stages
-
-    workdir = tmp_path_factory.mktemp("report") / "student"
-    results = stages.run_stage(_student_config(tiny_bert, runs=2), str(workdir))
-    return workdir, results
+    workdir = pathlib.Path(smoke_students["text"])
+    return workdir, json.loads((workdir / "results.json").read_text())
 
 
 def test_smoke_report_has_roc_auc_per_class_scores_hyperparameters_and_figures(smoke_student):

@@ -10,8 +10,6 @@ from collections.abc import Sequence
 
 import numpy as np
 from absl import logging
-from scipy.special import softmax
-from sklearn import metrics as skm
 
 from mh3 import files
 
@@ -33,6 +31,9 @@ def classification(
     Returns:
       A JSON-ready dict of floats and lists.
     """
+    from scipy.special import softmax  # here, not at import: the config checks read SCORES
+    from sklearn import metrics as skm  # in every process, and sklearn takes a second
+
     keep = np.asarray(mask).astype(bool)
     logits = np.asarray(logits, np.float64)[keep]
     labels = np.asarray(labels)[keep]
@@ -75,6 +76,8 @@ def batch_mean_f1_weighted(
       logits, labels, mask: as in `classification`, batches concatenated in order.
       sizes: the row count of each batch (padding included), in order.
     """
+    from sklearn import metrics as skm
+
     scores, start = [], 0
     for size in sizes:
         keep = np.asarray(mask[start : start + size]).astype(bool)
@@ -87,6 +90,8 @@ def batch_mean_f1_weighted(
 
 
 def _roc_auc(labels: np.ndarray, probs: np.ndarray, n_classes: int) -> float | None:
+    from sklearn import metrics as skm
+
     # AUC is undefined when the split lacks a class; report None (JSON null), not NaN.
     if n_classes < 2 or len(np.unique(labels)) < n_classes:
         logging.warning("ROC-AUC undefined: the split has labels of %d of %d classes; null",
@@ -102,6 +107,7 @@ def plot_confusion(
 ) -> None:
     """Writes the confusion matrix as a PNG (counts in the cells)."""
     import matplotlib
+    from sklearn import metrics as skm
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
