@@ -47,6 +47,7 @@ RULES = {
     "model.compute_dtype": (f"one of {list(weights.DTYPES)}", lambda v: v in weights.DTYPES),
     "kd.temperature": ("a number > 0", lambda v: v > 0),
     "runs": ("an integer >= 1", lambda v: v >= 1),
+    "tts.workers": ("an integer >= 0 (0 = one per CPU core)", lambda v: v >= 0),
 }
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
-from configs import common, student, teacher_text
+from configs import common, student, teacher_audio, teacher_text
 from mh3 import data, stages
 from mh3.errors import UserError
 from mh3.train import metrics
@@ -36,6 +36,14 @@ def test_bad_values_are_refused_before_any_work(case, tmp_path):
     with pytest.raises(UserError, match=words.replace("(", r"\(").replace(")", r"\)")):
         stages.run_stage(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()  # refused before the workdir was touched
+
+
+def test_nested_tts_block_of_the_audio_teacher_is_checked(tmp_path):
+    config = teacher_audio.get_config("smoke")
+    config.tts.workers = -2
+    with pytest.raises(UserError, match=r"config tts.workers=-2 is out of range"):
+        stages.run_stage(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
 
 
 def test_nested_stage_blocks_are_checked_too(tmp_path):
