@@ -21,7 +21,6 @@ Levers to try: `--dtype=bfloat16`, `--prng=threefry2x32`, `--nodonate`, XLA_FLAG
 import datetime
 import functools
 import os
-import platform
 import statistics
 import time
 
@@ -31,7 +30,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from mh3 import files
+from mh3 import files, host
 from mh3.models.ast import ASTClassifier, ASTConfig
 from mh3.models.bert import BertClassifier, BertConfig
 from mh3.train import parallel, steps
@@ -206,44 +205,6 @@ def peak_flops(device_kind: str, peak_tflops: float = 0.0) -> float | None:
     return None
 
 
-def host_info() -> dict:
-    """CPU model, flags and core count (/proc/cpuinfo on Linux), for comparing machines."""
-    model, cpu_flags = platform.processor() or platform.machine(), []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name" and value.strip():
-                    model = value.strip()
-                elif key.strip() in ("flags", "Features") and not cpu_flags:
-                    cpu_flags = value.split()
-    except OSError:
-        pass
-    return {
-        "cpu_model": model,
-        "cpu_flags": cpu_flags,
-        "cpu_count": os.cpu_count(),
-        "affinity": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
-        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-        "platform": platform.platform(),
-    }
-
-
-def versions(with_torch: bool) -> dict:
-    import flax
-    import jaxlib
-
-    out = {"python": platform.python_version(), "jax": jax.__version__}
-    out.update(jaxlib=jaxlib.__version__, flax=flax.__version__, torch=None, transformers=None)
-    if with_torch:
-        import torch
-        import transformers
-
-        out.update(torch=torch.__version__, transformers=transformers.__version__)
-        out["torch_cuda"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
-    return out
-
-
 def _stats(times: list[float], batch: int, flops: float | None, peak: float | None) -> dict:
     median = statistics.median(times)
     total_peak = peak * parallel.device_count() if peak else None
@@ -284,8 +245,8 @@ def benchmark(
     out = {
         "suite": suite,
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "host": host_info(),
-        "versions": versions(with_torch),
+        "host": host.host_info(),
+        "versions": host.versions(with_torch),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS", ""),
         "devices": {"platform": device.platform, "kind": device.device_kind,
                     "count": parallel.device_count()},  # fmt: skip

@@ -14,9 +14,9 @@ from mh3.errors import UserError
 def speech_wav(tmp_path_factory):
     """A real spoken sentence from the offline piper voice, written at its native 22,050 Hz."""
     pytest.importorskip("piper")
-    from mh3.audio import tts
+    from mh3.audio import piper, tts
 
-    backend = tts.PiperBackend()
+    backend = piper.PiperBackend()
     audio = tts.synthesize(
         "I have been so stressed about work lately. My boss wants more!", backend
     )

@@ -9,20 +9,21 @@ import numpy as np
 import pytest
 import soundfile
 
-from mh3.audio import tts
+from mh3.audio import piper, tts
 
 pytest.importorskip("piper")
 
 
 @pytest.fixture(scope="module")
-def piper():
-    return tts.PiperBackend()
+def joe():
+    """Piper's bundled voice 'joe', seeded."""
+    return piper.PiperBackend()
 
 
-def test_piper_wav_reads_back_at_16k_with_expected_duration(piper, tmp_path):
+def test_piper_wav_reads_back_at_16k_with_expected_duration(joe, tmp_path):
     text = "i can't sleep. my exams are next week and i feel sick about it."
     out = tmp_path / "wavs"
-    result = tts.write_wavs([(7, text)], str(out), piper, progress=False)
+    result = tts.write_wavs([(7, text)], str(out), joe, progress=False)
     path = out / "Sample_7.wav"
     (entry,) = json.loads((out / "manifest.json").read_text())
     assert entry["id"] == 7 and entry["path"] == "Sample_7.wav" and entry["backend"] == "piper"
@@ -58,19 +59,19 @@ class _Recording:
         return audio
 
 
-def test_pieces_are_spoken_separately_with_pauses(piper):
-    voice = _Recording(piper)
+def test_pieces_are_spoken_separately_with_pauses(joe):
+    voice = _Recording(joe)
     # 91 words without punctuation: pieces of 45, 45 and 1 words.
     audio = tts.synthesize(" ".join(["hello"] * 91), voice)
     assert [len(text.split()) for text, _ in voice.calls] == [45, 45, 1]
-    pause = np.zeros(int(0.25 * piper.sample_rate), np.float32)
+    pause = np.zeros(int(0.25 * joe.sample_rate), np.float32)
     expected = np.concatenate([part for _, a in voice.calls for part in (a, pause)])
     np.testing.assert_array_equal(audio, expected)
 
 
-def test_empty_text_gives_silence_and_a_warning(piper, tmp_path, caplog):
+def test_empty_text_gives_silence_and_a_warning(joe, tmp_path, caplog):
     with caplog.at_level(logging.WARNING):
-        result = tts.write_wavs([(0, "   ")], str(tmp_path), piper, progress=False)
+        result = tts.write_wavs([(0, "   ")], str(tmp_path), joe, progress=False)
     assert result["empty"] == 1
     assert any("empty text" in r.getMessage() for r in caplog.records)
     audio, sr = soundfile.read(tmp_path / "Sample_0.wav")
@@ -91,11 +92,11 @@ class _Interrupting:
         return self._backend.speak(text, seed)
 
 
-def test_rerun_after_interruption_and_corruption_completes(piper, tmp_path):
+def test_rerun_after_interruption_and_corruption_completes(joe, tmp_path):
     items = [(i, f"this is post number {i}. it has two sentences.") for i in range(6)]
     out = str(tmp_path / "wavs")
     with pytest.raises(KeyboardInterrupt):
-        tts.write_wavs(items, out, _Interrupting(piper, after=5), progress=False)
+        tts.write_wavs(items, out, _Interrupting(joe, after=5), progress=False)
     made = sorted(f for f in os.listdir(out) if f.endswith(".wav"))
     assert made == ["Sample_0.wav", "Sample_1.wav"]  # two pieces per post: killed in post 2
     assert not os.path.exists(os.path.join(out, tts.MANIFEST))
@@ -108,7 +109,7 @@ def test_rerun_after_interruption_and_corruption_completes(piper, tmp_path):
         f.write(b"half a file")
     before = os.path.getmtime(os.path.join(out, "Sample_1.wav"))
 
-    result = tts.write_wavs(items, out, piper, progress=False)
+    result = tts.write_wavs(items, out, joe, progress=False)
     assert (result["made"], result["skipped"], result["files"]) == (5, 1, 6)
     assert os.path.getmtime(os.path.join(out, "Sample_1.wav")) == before  # kept, not remade
     assert not os.path.exists(os.path.join(out, ".tmp-abc.wav"))
@@ -118,9 +119,9 @@ def test_rerun_after_interruption_and_corruption_completes(piper, tmp_path):
         audio, sr = soundfile.read(os.path.join(out, entry["path"]))
         assert len(audio) == entry["frames"] and sr == 22050
     # A third run has nothing to do; a changed text is spoken again.
-    assert tts.write_wavs(items, out, piper, progress=False)["made"] == 0
+    assert tts.write_wavs(items, out, joe, progress=False)["made"] == 0
     items[2] = (2, "a different text now.")
-    assert tts.write_wavs(items, out, piper, progress=False)["made"] == 1
+    assert tts.write_wavs(items, out, joe, progress=False)["made"] == 1
 
 
 def test_piece_seeds_are_stable_and_distinct():
@@ -151,26 +152,26 @@ def test_paper_selects_bark_and_missing_bark_is_one_line_naming_piper(tmp_path):
         assert "--config.tts.backend=piper" in line
 
 
-def test_piper_is_seeded_same_bytes_again_other_seed_other_audio(piper):
+def test_piper_is_seeded_same_bytes_again_other_seed_other_audio(joe):
     """Issue #16 item 7: the same text and seed give byte-identical audio, whatever was spoken
     in between; another seed gives other audio (the voice keeps its default noise)."""
     text = "my exams are next week. i feel sick about it."
-    first = piper.speak(text, seed=11)
-    piper.speak("something else in between, to move any hidden random state.", seed=3)
-    assert first.tobytes() == piper.speak(text, seed=11).tobytes()
-    other = piper.speak(text, seed=12)
+    first = joe.speak(text, seed=11)
+    joe.speak("something else in between, to move any hidden random state.", seed=3)
+    assert first.tobytes() == joe.speak(text, seed=11).tobytes()
+    other = joe.speak(text, seed=12)
     assert first.shape != other.shape or not np.array_equal(first, other)
 
 
-def test_noise_too_short_is_retried_with_the_same_values(piper, monkeypatch):
+def test_noise_too_short_is_retried_with_the_same_values(joe, monkeypatch):
     text = "a sentence long enough to need more noise frames than the first guess."
-    expected = piper.speak(text, seed=5)
-    monkeypatch.setattr(piper, "frames_per_id", 0)  # first guess: 32 frames, far too few
-    assert piper.speak(text, seed=5).tobytes() == expected.tobytes()
+    expected = joe.speak(text, seed=5)
+    monkeypatch.setattr(joe, "frames_per_id", 0)  # first guess: 32 frames, far too few
+    assert joe.speak(text, seed=5).tobytes() == expected.tobytes()
 
 
 def test_parallel_writer_equals_serial_bytewise_and_resumes_after_a_kill(
-    piper, tmp_path, monkeypatch
+    joe, tmp_path, monkeypatch
 ):
     """Issue #14 item 3: two worker processes write the same files as one, and a run stopped
     half way (here: Ctrl-C while writing its second file) resumes with workers."""
@@ -181,7 +182,7 @@ def test_parallel_writer_equals_serial_bytewise_and_resumes_after_a_kill(
     monkeypatch.setattr(tts, "CHARS_PER_WORKER", 1)  # real runs give a worker minutes of text
     items = [(i, f"post {i} is short. it still has two sentences.") for i in range(4)]
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
-    assert tts.write_wavs(items, str(serial), piper, workers=1, progress=False)["workers"] == 1
+    assert tts.write_wavs(items, str(serial), joe, workers=1, progress=False)["workers"] == 1
 
     real_write, calls = files.atomic_write, []
 
@@ -193,12 +194,12 @@ def test_parallel_writer_equals_serial_bytewise_and_resumes_after_a_kill(
 
     monkeypatch.setattr(files, "atomic_write", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        tts.write_wavs(items, str(parallel), piper, workers=2, progress=False)
+        tts.write_wavs(items, str(parallel), joe, workers=2, progress=False)
     monkeypatch.setattr(files, "atomic_write", real_write)
     assert not multiprocessing.active_children()  # the workers stopped with the run
     assert sorted(f for f in os.listdir(parallel) if f.endswith(".wav")) == ["Sample_0.wav"]
 
-    result = tts.write_wavs(items, str(parallel), piper, workers=2, progress=False)
+    result = tts.write_wavs(items, str(parallel), joe, workers=2, progress=False)
     assert (result["made"], result["skipped"], result["workers"]) == (3, 1, 2)
     for i, _ in items:
         name = tts.wav_name(i)
@@ -210,9 +211,9 @@ def test_parallel_writer_equals_serial_bytewise_and_resumes_after_a_kill(
     ]
 
 
-def test_little_text_is_spoken_in_process(piper, tmp_path):
+def test_little_text_is_spoken_in_process(joe, tmp_path):
     items = [(i, f"post {i}.") for i in range(6)]  # far less than CHARS_PER_WORKER
-    assert tts.write_wavs(items, str(tmp_path), piper, workers=4, progress=False)["workers"] == 1
+    assert tts.write_wavs(items, str(tmp_path), joe, workers=4, progress=False)["workers"] == 1
 
 
 def test_workers_setting():

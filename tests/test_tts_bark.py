@@ -17,7 +17,7 @@ torch = pytest.importorskip("torch")
 
 from configs import tts as tts_config  # noqa: E402
 from mh3 import stages  # noqa: E402
-from mh3.audio import tts  # noqa: E402
+from mh3.audio import bark  # noqa: E402
 from mh3.weights.hub import resolve_checkpoint  # noqa: E402
 
 PRESET = "v2/en_speaker_6"
@@ -76,13 +76,13 @@ def tiny_bark(tmp_path_factory):
 
 
 def _backend(folder, **kwargs):
-    return tts.BarkBackend(folder, semantic_max_new_tokens=8, **kwargs)
+    return bark.BarkBackend(folder, semantic_max_new_tokens=8, **kwargs)
 
 
 def test_bark_speak_is_seeded(tiny_bark):
-    bark = _backend(tiny_bark)
-    assert bark.sample_rate == 24000
-    a, b, c = (bark.speak("hello there", seed) for seed in (1, 1, 2))
+    voice = _backend(tiny_bark)
+    assert voice.sample_rate == 24000
+    a, b, c = (voice.speak("hello there", seed) for seed in (1, 1, 2))
     assert a.dtype == np.float32 and a.ndim == 1 and len(a) > 0 and np.abs(a).max() > 0
     np.testing.assert_array_equal(a, b)
     assert len(a) != len(c) or not np.array_equal(a, c)

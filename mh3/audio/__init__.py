@@ -1,8 +1,10 @@
 """mh3.audio: posts spoken to wavs, wavs to the log-mel features the AST teacher reads.
 
-    from mh3.audio import chunk, features, tts
+    from mh3.audio import bark, chunk, features, piper, tts
     chunk.split_text(text, max_words=45)       # SPEC pieces: pysbd sentences, 45-word chunks
-    backend = tts.make_backend(config.tts)     # PiperBackend (22,050 Hz) or BarkBackend (24 kHz)
+    backend = tts.make_backend(config.tts)     # piper or bark, as config.tts.backend names
+    piper.PiperBackend(voice='joe')            # 22,050 Hz, seeded: same text and seed, same bytes
+    bark.BarkBackend(model)                    # 24 kHz, the paper's voice (torch, transformers)
     tts.synthesize(text, backend, seed=, index=)   # pieces + 0.25 s silence after each
     tts.write_wavs([(i, text), ...], out_dir, backend)  # Sample_{i}.wav, resumable, manifest
     features.load_audio(path)                  # mono float32 at 16 kHz (librosa)

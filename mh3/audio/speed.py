@@ -18,17 +18,15 @@ gets results.json.
 
 import filecmp
 import os
-import platform
 import resource
-import subprocess
 import tempfile
 import time
 
 import numpy as np
 from absl import app, flags
 
-from mh3 import files
-from mh3.audio import tts
+from mh3 import files, host
+from mh3.audio import piper, tts
 
 FLAGS = flags.FLAGS
 flags.DEFINE_integer("n", 60, "how many posts to speak (the first N in global order)")
@@ -57,17 +55,6 @@ class TodaysPiper:
         del seed
         parts = [chunk.audio_float_array for chunk in self._voice.synthesize(text)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
-
-
-def cpu_model() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name:"):
-                return line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return platform.processor() or "unknown"
 
 
 def _cpu_seconds() -> float:
@@ -111,15 +98,15 @@ def main(argv):
     examples = data.load_dataset(config.data).examples[: FLAGS.n]
     items = [(e.index, e.text) for e in examples]
     workers = tts.resolve_workers(FLAGS.workers)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = host.usable_cores()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = {name: os.path.join(tmp, name) for name in ("old", "new", "new-1")}
         rows.append(time_setting("old", TodaysPiper, items, folder["old"], 1))
-        rows.append(time_setting("new", tts.PiperBackend, items, folder["new"], workers))
+        rows.append(time_setting("new", piper.PiperBackend, items, folder["new"], workers))
         identical = None
         if FLAGS.also_serial:
-            rows.append(time_setting("new-1", tts.PiperBackend, items, folder["new-1"], 1))
+            rows.append(time_setting("new-1", piper.PiperBackend, items, folder["new-1"], 1))
             identical = all(
                 filecmp.cmp(
                     os.path.join(folder["new"], tts.wav_name(i)),
@@ -133,7 +120,7 @@ def main(argv):
     summary = {
         "posts": len(items),
         "dataset": FLAGS.dataset,
-        "cpu_model": cpu_model(),
+        "cpu_model": host.cpu_model(),
         "cores": cores,
         "load_average": os.getloadavg(),
         "settings": rows,
