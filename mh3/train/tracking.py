@@ -192,15 +192,24 @@ def quiet_orbax() -> None:
     """Keeps stderr readable: Orbax's INFO records and tracebacks off the absl handler, and the
     `Event loop is closed` errors that tensorstore's callbacks raise after a failed save (on a
     full or read-only disk Orbax closes its event loop while writes are still completing; the
-    interpreter prints each one through sys.excepthook, dozens of tracebacks)."""
+    interpreter prints each one, dozens of tracebacks, through sys.excepthook or, when a C++
+    thread's callback fails, through sys.unraisablehook with no object named)."""
     logging.get_absl_handler().addFilter(QuietOrbax())
-    previous = sys.excepthook
+
+    def closed_loop(kind, value) -> bool:
+        return kind is RuntimeError and str(value) == "Event loop is closed"
+
+    previous, previous_unraisable = sys.excepthook, sys.unraisablehook
 
     def hook(kind, value, tb):
-        if not (kind is RuntimeError and str(value) == "Event loop is closed"):
+        if not closed_loop(kind, value):
             previous(kind, value, tb)
 
-    sys.excepthook = hook
+    def unraisable(info):
+        if not closed_loop(info.exc_type, info.exc_value):
+            previous_unraisable(info)
+
+    sys.excepthook, sys.unraisablehook = hook, unraisable
 
 
 # The open log files, innermost stage last; only the last one receives records.
