@@ -115,3 +115,21 @@ def test_a_failing_side_is_recorded_and_the_suite_goes_on(monkeypatch):
     assert (
         "error" in row["mh3"] and row["torch"] is None and "mh3: RuntimeError" in bench._line(row)
     )
+
+
+@pytest.mark.parametrize(
+    "env, want",
+    [
+        ({}, "--xla_cpu_experimental_ynn_fusion_type="),  # mh3's default: no YNN fusions
+        ({"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=dot"},
+         "--xla_cpu_experimental_ynn_fusion_type=dot"),  # the user's choice is kept
+        ({"MH3_XLA_DEFAULTS": "0"}, ""),  # opted out
+    ],
+)  # fmt: skip
+def test_importing_mh3_sets_the_faster_xla_cpu_default(env, want):
+    base = {k: v for k, v in os.environ.items() if k not in ("XLA_FLAGS", "MH3_XLA_DEFAULTS")}
+    script = "import os, mh3; print(os.environ.get('XLA_FLAGS', ''))"
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=dict(base, **env),
+                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == want
