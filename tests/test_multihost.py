@@ -98,10 +98,11 @@ def test_two_processes_train_the_same_parameters_as_two_local_devices(runs):
     assert max_diff("teachers/text/model") == 0.0
     # The student learns from soft labels that each process computes with the saved teacher
     # over every example, one device at 8 rows a batch, where the 1-process run puts 4 rows on
-    # each of 2 devices: XLA's CPU matmuls of those shapes round differently (logits about 5e-9
-    # apart), which reaches the student's parameters at the same order.
+    # each of 2 devices. With YNNPACK's library fusions (XLA's default, off under mh3's
+    # default flags, mh3/__init__.py) matmuls of those shapes rounded differently, about 5e-9;
+    # the bound allows that, and it reaches the student's parameters at the same order.
     soft = [np.load(next((d / "soft_labels").glob("*.npz")))["logits"] for d in (single, multi)]
-    assert 0 < np.abs(soft[0] - soft[1]).max() < 1e-6
+    assert np.abs(soft[0] - soft[1]).max() < 1e-6
     assert max_diff("run0/model") < 1e-6
 
 
