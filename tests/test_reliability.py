@@ -144,7 +144,7 @@ def test_closed_event_loop_errors_are_dropped_from_both_hooks_and_nothing_else()
     # tensorstore's callbacks raise these after a failed save; they reach the user through
     # sys.excepthook or, from a C++ thread, sys.unraisablehook (here: an exception in __del__).
     script = """if True:
-        import sys, threading
+        import sys
         from mh3.train import tracking
         tracking.quiet_orbax()
 
