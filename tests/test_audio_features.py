@@ -66,6 +66,21 @@ def test_fbank_matches_ast_feature_extractor(speech_wav, max_length):
     assert ours[:50].std() > 1.0
 
 
+def test_fbank_equals_the_per_frame_loop_of_transformers_bitwise(speech_wav):
+    """The vectorised frames give exactly the values of `audio_utils.spectrogram`'s loop, so
+    feature caches written before the change stay valid."""
+    from transformers import audio_utils
+
+    audio = features.load_audio(speech_wav)
+    ref = audio_utils.spectrogram(
+        audio, features._window(), frame_length=400, hop_length=160, fft_length=512,
+        power=2.0, center=False, preemphasis=0.97, mel_filters=features._mel_filters(128, 16000),
+        log_mel="log", mel_floor=features.MEL_FLOOR, remove_dc_offset=True,
+    ).T.astype(np.float32)  # fmt: skip
+    ours = features.fbank(audio)
+    assert ours.shape == ref.shape and np.array_equal(ours, ref)
+
+
 def test_fbank_kaldi_settings_on_a_tone():
     sr = 16000
     t = np.arange(sr) / sr

@@ -326,3 +326,20 @@ def test_paper_protocol_sets_the_spec_audio_teacher():
     assert clean.audio.stats_splits == ("train",)
     assert clean.model.position_table == "resample"
     assert clean.tts.tts.max_examples == 0 and "data" not in clean.tts
+
+
+def test_the_tiny_random_ast_is_remade_when_its_settings_change(tmp_path):
+    from mh3.stages import teacher_audio as stage
+
+    config = teacher_audio.get_config("smoke")
+    folder = stage.checkpoint(config, str(tmp_path), seed=0)
+    saved = json.loads(open(os.path.join(folder, "config.json")).read())
+    assert saved["num_attention_heads"] == config.model.tiny.num_attention_heads == 1
+    mtime = os.path.getmtime(os.path.join(folder, "config.json"))
+    assert stage.checkpoint(config, str(tmp_path), seed=0) == folder  # same settings: reused
+    assert os.path.getmtime(os.path.join(folder, "config.json")) == mtime
+    config.model.tiny.num_attention_heads = 2
+    assert stage.checkpoint(config, str(tmp_path), seed=0) == folder
+    saved = json.loads(open(os.path.join(folder, "config.json")).read())
+    assert saved["num_attention_heads"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["tiny_random_ast"]  # no temporary folder left

@@ -4,7 +4,8 @@
 which matches `torchaudio.compliance.kaldi.fbank`): 25 ms Hanning (symmetric) frames every 10 ms
 with no edge padding, per-frame DC removal, pre-emphasis 0.97, no dither, power spectrum of a
 512-point FFT, 128 Kaldi mel triangles from 20 Hz to Nyquist, natural log floored at float32
-epsilon. It is built on `transformers.audio_utils`, so no torch or torchaudio is needed.
+epsilon. It uses `transformers.audio_utils`' window and mel filters (the frames themselves are
+computed all at once), so no torch or torchaudio is needed.
 
 Normalisation is `(x - mean) / (2 * std)` like AST, with statistics computed from the examples
 the protocol allows (clean: train audio only; paper: all audio) and stored beside the teacher.
@@ -102,23 +103,29 @@ def fbank(
     if waveform.size < FRAME_LENGTH:
         features = np.zeros((0, num_mel_bins), dtype=np.float32)
     else:
-        features = audio_utils.spectrogram(
-            waveform,
-            _window(),
-            frame_length=FRAME_LENGTH,
-            hop_length=HOP_LENGTH,
-            fft_length=FFT_LENGTH,
-            power=2.0,
-            center=False,
-            preemphasis=PREEMPHASIS,
-            mel_filters=_mel_filters(num_mel_bins, sample_rate),
-            log_mel="log",
-            mel_floor=MEL_FLOOR,
-            remove_dc_offset=True,
-        ).T.astype(np.float32)
+        features = _log_mel(waveform, num_mel_bins, sample_rate)
     if max_length is not None:
         features = pad_or_cut(features, max_length)
     return features
+
+
+def _log_mel(waveform: np.ndarray, num_mel_bins: int, sample_rate: int) -> np.ndarray:
+    """(frames, num_mel_bins) float32: `transformers.audio_utils.spectrogram` with the settings
+    in the module docstring, computed for all frames at once instead of in its Python loop
+    over frames (about 6x faster), in the same float64 steps with its complex64 rounding of
+    the FFT, so the values are the same (tested)."""
+    x = waveform.astype(np.float64)
+    n = 1 + (x.size - FRAME_LENGTH) // HOP_LENGTH
+    frames = np.lib.stride_tricks.sliding_window_view(x, FRAME_LENGTH)[::HOP_LENGTH][:n]
+    frames = frames - frames.mean(axis=1, keepdims=True)
+    emphasised = np.empty_like(frames)
+    emphasised[:, 1:] = frames[:, 1:] - PREEMPHASIS * frames[:, :-1]
+    emphasised[:, 0] = frames[:, 0] * (1 - PREEMPHASIS)
+    emphasised *= _window()
+    spectrum = np.fft.rfft(emphasised, n=FFT_LENGTH, axis=1).astype(np.complex64)
+    power = np.abs(spectrum, dtype=np.float64) ** 2.0
+    mel = np.maximum(MEL_FLOOR, _mel_filters(num_mel_bins, sample_rate).T @ power.T)
+    return np.log(mel).T.astype(np.float32)
 
 
 def load_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:

@@ -16,7 +16,7 @@ import tempfile
 import ml_collections
 from absl import logging
 
-from mh3 import data, stages, weights
+from mh3 import data, files, stages, weights
 from mh3.audio import teacher
 from mh3.errors import UserError
 from mh3.train import recipe
@@ -77,7 +77,8 @@ def checkpoint(config, workdir: str, seed: int) -> str:
         return config.model.name
     logging.warning("model=tiny-random: a RANDOMLY INITIALISED AST (demo only, not pretrained)")
     folder = os.path.join(workdir, "tiny_random_ast")
-    if os.path.exists(os.path.join(folder, "config.json")):
+    wanted = {**config.model.tiny, "num_mel_bins": config.audio.num_mel_bins}
+    if _holds_tiny(folder, wanted):
         return folder
     import torch  # only this demo path needs torch
     import transformers as hf
@@ -95,11 +96,23 @@ def checkpoint(config, workdir: str, seed: int) -> str:
     tmp = tempfile.mkdtemp(prefix=".tiny-ast-", dir=workdir)
     try:
         model.save_pretrained(tmp)
+        # One made for other config.model.tiny settings (an earlier run) goes: its architecture
+        # would not be the one asked for.
+        shutil.rmtree(folder, ignore_errors=True)
         os.replace(tmp, folder)  # a half-written folder is never seen under the final name
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     logging.info("wrote a randomly initialised tiny AST (demo only, not pretrained) to %s", folder)
     return folder
+
+
+def _holds_tiny(folder: str, wanted: dict) -> bool:
+    """Whether `folder` holds a tiny AST written for the `wanted` architecture settings."""
+    try:
+        saved = files.read_json(os.path.join(folder, "config.json"))
+    except (OSError, ValueError):
+        return False
+    return all(saved.get(k) == v for k, v in wanted.items())
 
 
 def overrides(config) -> dict:
