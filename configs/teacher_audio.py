@@ -71,7 +71,7 @@ def get_config(arg: str | None = None):
     config.model.tiny.num_hidden_layers = 2
     # One head: at 512 frames the encoder sees 602 tokens, so with hidden 32 the step's cost is
     # the (heads x 602 x 602) attention scores, not the weights: a train step at batch 32 took
-    # 1.49 s with 4 heads and 0.66 s with 1 on the 2-core AMD EPYC (Zen 4).
+    # 1.49 s with 4 heads and 0.66 s with 1, side by side on the 2-core AMD EPYC (Zen 4).
     config.model.tiny.num_attention_heads = 1
     config.model.tiny.intermediate_size = 64
     config.model.tiny.max_length = 1024
