@@ -22,7 +22,8 @@ from it and sets the sampled values, so any of its keys can be changed for all t
 (`--config.trial.data.path=DIR`, `--config.trial.model.name=DIR`). `space` is the SPEC's search
 space of the target: one entry per hyper-parameter, with the config key it sets (`key`), either
 `choices` (categorical) or an integer range `low..high` by `step` (when choices is empty), and
-the value of the enqueued default trial (`default`); e.g. `--config.space.lr.choices=(1e-4,5e-5)`.
+the value of the enqueued default trial (`default`, used when `search.default_trial=spec`, the
+paper's; clean enqueues the target's own config values instead); e.g. `--config.space.lr.choices=(1e-4,5e-5)`.
 """
 
 import ml_collections
@@ -149,6 +150,11 @@ def get_config(arg: str | None = None):
     config.search.objective = "per_batch_mean" if paper else "whole"
     # Each teacher's weight in the averaged soft label (stages/search.py says how it is drawn).
     config.search.teacher_weights = kd
+    # The enqueued default trial: paper, the SPEC's (`space.*.default`); clean, the target's
+    # own config values (`config.trial`, the checkpoint's own heads, layers, activation and
+    # dropout; a value the space lacks joins its choices), so the clean search starts from the
+    # clean defaults, not from the paper's starting point, which they were not a point of.
+    config.search.default_trial = "spec" if paper else "config"
 
     space = dict(SPACES[args.target], **(KD_SPACE if kd else {}))
     config.space = ml_collections.ConfigDict(

@@ -64,9 +64,11 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(searched, tin
     assert [rows[1][k] for k in params] == [rows[2][k] for k in params]
     # The seeded sampler does not replay its pre-kill draws after the restart.
     assert [rows[2][k] for k in params] != [rows[3][k] for k in params]
-    # Trial 0 is the enqueued default (heads 12 and 12 layers cut to the tiny model's 8 and 2).
-    assert rows[0]["model.num_attention_heads"] == "8" and rows[0]["model.num_hidden_layers"] == "2"
-    assert rows[0]["optim.learning_rate"] == "1e-05"
+    # Trial 0 is the enqueued default, in clean mode the untuned stage: the tiny checkpoint's
+    # own 4 heads, 2 layers and dropout 0.1, the clean lr 8e-5 (not among SPEC's choices).
+    assert rows[0]["model.num_attention_heads"] == "4" and rows[0]["model.num_hidden_layers"] == "2"
+    assert rows[0]["optim.learning_rate"] == "8e-05"
+    assert rows[0]["model.hidden_dropout_prob"] == "0.1"
     # A rerun of the finished search runs nothing.
     assert stages.run_stage(_config(tiny_bert), workdir)["trials"] == results["trials"]
 
@@ -217,3 +219,43 @@ def test_a_trial_failed_by_an_error_is_queued_again_by_the_rerun(tmp_path):
     study.optimize(lambda trial: sum(search._suggest(trial, space, []).values()), n_trials=1)
     study = search._open_study(config, workdir, space)  # retried already: nothing queued
     assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+
+
+def test_the_default_trial_is_specs_in_paper_and_the_untuned_stage_in_clean(tiny_bert, tmp_path):
+    """paper enqueues the SPEC addendum's defaults (cut to the model); clean enqueues the
+    target's own config values, the checkpoint's own for keys left at "the checkpoint's"."""
+    defaults = {}
+    for protocol in ("paper", "clean"):
+        config = search_config.get_config(
+            f"target=student,dataset=dreaddit,protocol={protocol},teachers=text"
+        )
+        config.trial.model.name = tiny_bert
+        defaults[protocol] = {k: p["default"] for k, p in search.constrained_space(config).items()}
+    assert defaults["paper"] == {
+        "model.hidden_dropout_prob": 0.5, "optim.learning_rate": 1e-4,
+        "model.num_hidden_layers": 2, "model.num_attention_heads": 8,  # 12 cut to hidden 32
+        "optim.weight_decay": 0.0, "train.epochs": 3, "model.hidden_act": "relu",
+    }  # fmt: skip
+    assert defaults["clean"] == {
+        "model.hidden_dropout_prob": 0.1, "optim.learning_rate": 8e-5,
+        "model.num_hidden_layers": 2, "model.num_attention_heads": 4,
+        "optim.weight_decay": 0.01, "train.epochs": 3, "model.hidden_act": "gelu",
+        "kd.temperature": 1.0,
+    }  # fmt: skip
+    # A value outside an integer range (the demo student's 10 epochs; the range is 3..5) moves to
+    # the nearest allowed one.
+    demo = search_config.get_config("target=student,teachers=text")
+    demo.trial.model.name = tiny_bert
+    assert search.constrained_space(demo)["train.epochs"]["default"] == 5
+    clean = search_config.get_config("target=student,dataset=dreaddit,teachers=text")
+    clean.trial.model.name = tiny_bert
+    space = search.constrained_space(clean)
+    assert 8e-5 in space["optim.learning_rate"]["choices"]
+    # A study made with another space (here SPEC's lr choices, without 8e-5) is refused in one
+    # line before any trial runs, not deep inside Optuna.
+    lr = {**space["optim.learning_rate"], "choices": [1e-4], "default": 1e-4}
+    old = {**space, "optim.learning_rate": lr}
+    study = search._open_study(clean, str(tmp_path), old)
+    study.optimize(lambda t: 0.0 * len(search._suggest(t, old, [])), n_trials=1)
+    with pytest.raises(UserError, match="optim.learning_rate over .*another --workdir"):
+        search._open_study(clean, str(tmp_path), space)

@@ -119,22 +119,34 @@ def teacher_weights(u: list[float]) -> tuple[float, ...]:
 
 
 def constrained_space(config) -> dict[str, dict]:
-    """The search space by config key, with the model's limits applied.
+    """The search space by config key, with the model's limits and the enqueued default.
 
     Rule: attention heads must divide the model's hidden size and layers cannot exceed the
     checkpoint's layer count (the tiny smoke models have hidden 32 and 2 layers), so choices
     and the range are cut to what the model takes, once per study (Optuna wants fixed
     distributions), and a default outside them moves to the nearest allowed value.
+
+    The default trial (`search.default_trial`): `spec` enqueues the space's `default`s (the SPEC
+    addendum's); `config` enqueues the target's own config values, the untuned stage itself,
+    a model key left at "the checkpoint's own" read from the checkpoint, and a categorical value
+    the space lacks (the clean lr 8e-5) joins the choices: a clean search then starts from the
+    defaults it is meant to improve and moves away from them only on validation evidence.
     """
-    limits = model_limits(config)
+    checkpoint = checkpoint_config(config)
+    limits = _limits(checkpoint)
+    own = own_values(config, checkpoint) if config.search.default_trial == "config" else {}
     space = {}
     for name, p in config.space.items():
         if p.key == TEMPERATURE_KEY and config.target == "student" and not teacher_kinds(config):
             logging.info("space.%s dropped: no teachers, the temperature does nothing", name)
             continue
         entry = dict(choices=list(p.choices), low=p.low, high=p.high, step=p.step)
+        if p.key in own and entry["choices"] and own[p.key] not in entry["choices"]:
+            entry["choices"].append(own[p.key])
+            logging.info("space.%s: the config's own %r joins the choices", name, own[p.key])
+        wanted = list(entry["choices"] or range(p.low, p.high + 1, p.step))
         if limits and p.key == HEADS_KEY and entry["choices"]:
-            entry["choices"] = [h for h in p.choices if limits["hidden"] % h == 0]
+            entry["choices"] = [h for h in entry["choices"] if limits["hidden"] % h == 0]
             if not entry["choices"]:
                 raise UserError(
                     f"config space.{name}.choices={tuple(p.choices)}: none divides the model's "
@@ -145,8 +157,10 @@ def constrained_space(config) -> dict[str, dict]:
             entry["high"] = p.low + (top - p.low) // p.step * p.step
             entry["low"] = min(p.low, entry["high"])
         allowed = entry["choices"] or range(entry["low"], entry["high"] + 1, entry["step"])
-        entry["default"] = _nearest(p.default, allowed)
-        if list(allowed) != list(p.choices or range(p.low, p.high + 1, p.step)):
+        entry["default"] = _nearest(own.get(p.key, p.default), allowed)
+        if p.key in own and entry["default"] != own[p.key]:
+            logging.info("space.%s: the config's own %r is outside it", name, own[p.key])
+        if list(allowed) != wanted:
             logging.info("space.%s cut to the model (%s): %s", name, limits, list(allowed))
         if space.get(p.key):
             raise UserError(f"config space.{name}: key {p.key} is searched twice")
@@ -163,26 +177,59 @@ def _nearest(value, allowed):
     return min(allowed, key=lambda v: abs(v - value))
 
 
-def model_limits(config) -> dict | None:
-    """Hidden size and layer count of the target's model, or None when they are unknown (a hub
-    name that cannot be read offline, or the emotion MLP, which has no heads)."""
+# Model keys whose config value means "the checkpoint's own" -> that value and the checkpoint
+# config's names for it (BERT family first, then DistilBERT's).
+CHECKPOINT_KEYS = {
+    HEADS_KEY: (0, ("num_attention_heads", "n_heads")),
+    LAYERS_KEY: (0, ("num_hidden_layers", "n_layers")),
+    "model.hidden_act": ("", ("hidden_act", "activation")),
+    "model.hidden_dropout_prob": (-1.0, ("hidden_dropout_prob", "dropout")),
+}
+
+
+def checkpoint_config(config) -> dict | None:
+    """The target model's checkpoint config.json, or None when it is unknown (a hub name that
+    cannot be read offline, or the emotion MLP, which has no checkpoint)."""
     model = config.trial.model
     if config.target == "teacher_emotion":
         return None
     if config.target == "teacher_audio" and model.name == "tiny-random":
-        return {"hidden": model.tiny.hidden_size, "layers": model.tiny.num_hidden_layers}
+        return model.tiny.to_dict()
     from mh3.weights import resolve_checkpoint
 
     try:
-        hf = files.read_json(os.path.join(resolve_checkpoint(model.name), "config.json"))
+        return files.read_json(os.path.join(resolve_checkpoint(model.name), "config.json"))
     except (UserError, OSError) as e:
         logging.warning("search space not checked against the model (%s)", e)
         return None
-    # DistilBERT names them dim and n_layers.
+
+
+def _get(checkpoint: dict | None, names) -> object:
+    return next((checkpoint[n] for n in names if checkpoint and n in checkpoint), None)
+
+
+def _limits(checkpoint: dict | None) -> dict | None:
+    """Hidden size and layer count of the checkpoint (DistilBERT names them dim and n_layers)."""
+    if checkpoint is None:
+        return None
     return {
-        "hidden": hf.get("hidden_size", hf.get("dim")),
-        "layers": hf.get("num_hidden_layers", hf.get("n_layers")),
+        "hidden": _get(checkpoint, ("hidden_size", "dim")),
+        "layers": _get(checkpoint, CHECKPOINT_KEYS[LAYERS_KEY][1]),
     }
+
+
+def own_values(config, checkpoint: dict | None) -> dict:
+    """What the untuned target runs, by searched key: `config.trial`'s values, and for a model
+    key left at "the checkpoint's own" the checkpoint's value (skipped when unknown)."""
+    own = {}
+    for p in config.space.values():
+        block, leaf = p.key.split(".")
+        value = config.trial[block][leaf]
+        if p.key in CHECKPOINT_KEYS and value == CHECKPOINT_KEYS[p.key][0]:
+            value = _get(checkpoint, CHECKPOINT_KEYS[p.key][1])
+        if value is not None:
+            own[p.key] = value
+    return own
 
 
 def _open_study(config, workdir: str, space: dict) -> optuna.Study:
@@ -209,6 +256,7 @@ def _open_study(config, workdir: str, space: dict) -> optuna.Study:
         load_if_exists=True,
     )
     trials = study.get_trials(deepcopy=False)
+    _check_same_space(workdir, trials, space)
     if not trials:
         default = {key: p["default"] for key, p in space.items()}
         default.update({U_PREFIX + k: U_EQUAL for k in weighted_teachers(config)})
@@ -226,6 +274,25 @@ def _open_study(config, workdir: str, space: dict) -> optuna.Study:
             logging.info("trial %d failed: its values are queued again", t.number)
             study.enqueue_trial(params)
     return study
+
+
+def _distribution(p: dict) -> optuna.distributions.BaseDistribution:
+    if p["choices"]:
+        return optuna.distributions.CategoricalDistribution(p["choices"])
+    return optuna.distributions.IntDistribution(p["low"], p["high"], step=p["step"])
+
+
+def _check_same_space(workdir: str, trials, space: dict) -> None:
+    """A study resumes only with the space it was made with: Optuna refuses a categorical whose
+    choices changed, deep inside a trial; say so up front, naming the key and the fix."""
+    for t in trials:
+        for key, held in t.distributions.items():
+            if key in space and held != _distribution(space[key]):
+                raise UserError(
+                    f"{workdir}/study.db searched {key} over {held}, this config over "
+                    f"{_distribution(space[key])} (a changed space, model or mh3 version); "
+                    "use another --workdir or the study's settings"
+                )
 
 
 def _values(trial) -> dict:
