@@ -56,9 +56,27 @@ def attention_bias(mask: jax.Array) -> jax.Array:
     )
 
 
-def dense(features: int, name: str, dtype: Dtype, init_std: float) -> nn.Dense:
+class Dense(nn.Dense):
+    """`nn.Dense` (same parameters, `kernel` and `bias`) that multiplies a 2-D matrix: the
+    leading axes are merged first and split again after.
+
+    Why: XLA on the CPU runs the backward of a dense layer on (B, L, D) activations slower than
+    the same three matmuls on (B * L, D): the kernel gradient then contracts two axes, and the
+    bias add and activation fuse less well around the dots. Measured on the 2-core AMD EPYC
+    (Zen 4), MiniLM shapes, same process: the MLP's forward + backward 237 instead of 275 ms, a
+    whole MiniLM training step 2866 instead of 3208 ms (median of 6 alternated steps).
+    """
+
+    @nn.compact
+    def __call__(self, inputs: jax.Array) -> jax.Array:
+        lead = inputs.shape[:-1]
+        y = super().__call__(inputs.reshape(-1, inputs.shape[-1]))
+        return y.reshape(*lead, self.features)
+
+
+def dense(features: int, name: str, dtype: Dtype, init_std: float) -> Dense:
     """A Linear layer initialised like HF: N(0, initializer_range) weights, zero bias."""
-    return nn.Dense(
+    return Dense(
         features,
         name=name,
         dtype=dtype,
