@@ -15,6 +15,8 @@ mode. It prints a table (median step time, examples/s, the ratio, GFLOP/s from X
 analysis of the compiled step, used for both columns; MFU on an accelerator) and, with
 --workdir, writes `DIR/results.json`: the host (CPU model and flags), library versions,
 XLA_FLAGS, the PRNG and dtype, and per size and batch every timed sample.
+Where a step's time goes, part by part (embeddings, attention, MLP, layer, Adam) against
+PyTorch: `python -m mh3.bench --parts [--sizes=minilm,base]` (mh3/bench_parts.py).
 Levers to try: `--dtype=bfloat16`, `--prng=threefry2x32`, `--nodonate`, XLA_FLAGS.
 """
 
@@ -78,6 +80,9 @@ _DONATE = flags.DEFINE_bool("donate", True, "Donate the state buffers to the jit
 _TORCH = flags.DEFINE_bool("torch", True, "Also time PyTorch.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device for MFU; 0: look it up.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Write results.json here.")
+_PARTS = flags.DEFINE_bool(
+    "parts", False, "Time each part of a BERT step instead (mh3.bench_parts; parts.json)."
+)
 
 
 def make_config(size: str):
@@ -338,6 +343,23 @@ def _line(row: dict) -> str:
 
 def main(argv):
     del argv
+    if _PARTS.value:
+        from mh3 import bench_parts
+
+        sizes = _SIZES.value or ["minilm"]
+        if any(SIZES[s][0] != "bert" for s in sizes):
+            raise app.UsageError(f"--parts takes BERT sizes only, not {sizes}")
+        result = [
+            bench_parts.measure(size, make_config(size), int(_BATCH.value[0]) if _BATCH.value
+                                else 32, _LENGTH.value, _STEPS.value if _STEPS.present else 15,
+                                torch_model)
+            for size in sizes
+        ]  # fmt: skip
+        if _WORKDIR.value:
+            path = os.path.join(_WORKDIR.value, "parts.json")
+            files.write_json(path, result)
+            print(f"wrote {path}")
+        return
     results = benchmark(
         _SUITE.value, _SIZES.value, _BATCH.value, length=_LENGTH.value, n_steps=_STEPS.value,
         warmup=_WARMUP.value, dtype=_DTYPE.value, prng=_PRNG.value, donate=_DONATE.value,

@@ -133,3 +133,28 @@ def test_importing_mh3_sets_the_faster_xla_cpu_default(env, want):
                           capture_output=True, text=True, timeout=60)  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == want
+
+
+def test_parts_command_times_each_part_on_both_sides(tmp_path):
+    """`--parts`: every part timed on both sides, the fastest sample kept, the step estimate
+    is embeddings + layers x layer + adam, and parts.json holds the host and the samples."""
+    cmd = [sys.executable, "-m", "mh3.bench", "--parts", "--sizes=tiny", "--batch=4",
+           "--length=16", "--steps=2", f"--workdir={tmp_path}"]  # fmt: skip
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "step estimate" in done.stdout  # the printed table
+    [entry] = json.loads((tmp_path / "parts.json").read_text())
+    assert entry["size"] == "tiny" and entry["batch"] == 4 and entry["length"] == 16
+    assert entry["host"]["cpu_model"] and entry["versions"]["torch"]
+    parts = ["embeddings", "attention", "mlp", "layer", "adam"]
+    assert list(entry["samples_ms"]) == parts
+    for part in parts:
+        for side in ("mh3", "torch"):
+            samples = entry["samples_ms"][part][side]
+            assert len(samples) == 2 and entry["best_ms"][part][side] == min(samples) > 0
+    best, layers = entry["best_ms"], entry["config"]["num_hidden_layers"]
+    for side in ("mh3", "torch"):
+        want = best["embeddings"][side] + layers * best["layer"][side] + best["adam"][side]
+        assert best["step estimate"][side] == pytest.approx(want)
+    wrong = subprocess.run([*cmd[:4], "--sizes=ast-tiny"], cwd=ROOT, capture_output=True, text=True)
+    assert wrong.returncode != 0 and "BERT sizes only" in wrong.stderr
