@@ -60,11 +60,12 @@ class Dense(nn.Dense):
     """`nn.Dense` (same parameters, `kernel` and `bias`) that multiplies a 2-D matrix: the
     leading axes are merged first and split again after.
 
-    Why: XLA on the CPU runs the backward of a dense layer on (B, L, D) activations slower than
-    the same three matmuls on (B * L, D): the kernel gradient then contracts two axes, and the
-    bias add and activation fuse less well around the dots. Measured on the 2-core AMD EPYC
-    (Zen 4), MiniLM shapes, same process: the MLP's forward + backward 237 instead of 275 ms, a
-    whole MiniLM training step 2866 instead of 3208 ms (median of 6 alternated steps).
+    Why: XLA on the CPU runs a dense layer's forward + backward on (B, L, D) activations slower
+    than the same matmuls on (B * L, D), where the kernel gradient contracts one axis instead of
+    two (the cause inside XLA was not traced further). Measured on the 2-core AMD EPYC (Zen 4),
+    MiniLM shapes, same process: the MLP's forward + backward 237 instead of 275 ms, a whole
+    MiniLM training step 2861-2866 instead of 3189-3208 ms (medians of 6 alternated steps, two
+    runs). The parameters and their HF names are unchanged.
     """
 
     @nn.compact
