@@ -23,6 +23,7 @@ other jobs on a shared machine. The last row, `step estimate`, is embeddings + l
 XLA_FLAGS and every sample, one entry per size).
 """
 
+import copy
 import datetime
 import functools
 import os
@@ -42,40 +43,23 @@ def _mh3_parts(cfg: bert.BertConfig, ids: np.ndarray, x: np.ndarray) -> dict:
     kw = transformer.layer_kwargs(cfg, jnp.float32)
     bias = transformer.attention_bias(jnp.ones(ids.shape, jnp.float32))
     hidden = jnp.asarray(x)
+    ids_j, types_j = jnp.asarray(ids), jnp.zeros(ids.shape, jnp.int32)
+    attention = transformer._AttentionBlock(
+        cfg.num_attention_heads, 0.0, 0.0, cfg.layer_norm_eps, cfg.initializer_range, jnp.float32
+    )
+    # part -> (module, its call arguments given the hidden states); init and apply take the same.
     blocks = {
-        "embeddings": (
-            bert.Embeddings(cfg),
-            lambda m, p, h: m.apply(p, jnp.asarray(ids), jnp.zeros_like(ids), False),
-        ),
-        "attention": (
-            transformer._AttentionBlock(
-                cfg.num_attention_heads,
-                0.0,
-                0.0,
-                cfg.layer_norm_eps,
-                cfg.initializer_range,
-                jnp.float32,
-            ),
-            lambda m, p, h: m.apply(p, h, h, bias, False),
-        ),  # fmt: skip
-        "mlp": (_Mlp(cfg), lambda m, p, h: m.apply(p, h)),
-        "layer": (transformer.PostLNLayer(**kw), lambda m, p, h: m.apply(p, h, bias, False)),
+        "embeddings": (bert.Embeddings(cfg), lambda h: (ids_j, types_j, False)),
+        "attention": (attention, lambda h: (h, h, bias, False)),
+        "mlp": (_Mlp(cfg), lambda h: (h,)),
+        "layer": (transformer.PostLNLayer(**kw), lambda h: (h, bias, False)),
     }
     out = {}
-    for name, (module, run) in blocks.items():
-        if name == "embeddings":
-            params = module.init(
-                jax.random.PRNGKey(0), jnp.asarray(ids), jnp.zeros_like(ids), False
-            )
-        elif name == "mlp":
-            params = module.init(jax.random.PRNGKey(0), hidden)
-        elif name == "attention":
-            params = module.init(jax.random.PRNGKey(0), hidden, hidden, bias, False)
-        else:
-            params = module.init(jax.random.PRNGKey(0), hidden, bias, False)
+    for name, (module, args) in blocks.items():
+        params = module.init(jax.random.PRNGKey(0), *args(hidden))
         grad = jax.jit(
             jax.value_and_grad(
-                lambda p, h, m=module, r=run: (r(m, p, h) * 0.001).sum(), argnums=(0, 1)
+                lambda p, h, m=module, a=args: (m.apply(p, *a(h)) * 0.001).sum(), argnums=(0, 1)
             )
         )
         out[name] = functools.partial(
@@ -123,7 +107,8 @@ def _torch_parts(cfg: bert.BertConfig, ids: np.ndarray, x: np.ndarray, torch_mod
     from transformers.models.bert import modeling_bert as hf
 
     torch.manual_seed(0)
-    hf_cfg = torch_model(cfg).config
+    model = torch_model(cfg)  # its parameters for Adam; a copy of its config for the parts
+    hf_cfg = copy.deepcopy(model.config)
     hf_cfg.hidden_dropout_prob = hf_cfg.attention_probs_dropout_prob = 0.0
     ids_t = torch.from_numpy(ids).long()
     hidden = torch.from_numpy(x).requires_grad_(True)
@@ -147,7 +132,6 @@ def _torch_parts(cfg: bert.BertConfig, ids: np.ndarray, x: np.ndarray, torch_mod
             (r(m) * 0.001).sum().backward()
 
         out[name] = step
-    model = torch_model(cfg)
     for p in model.parameters():
         p.grad = torch.full_like(p, 1e-3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
