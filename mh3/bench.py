@@ -64,6 +64,11 @@ PEAK_BF16_TFLOPS = [
 
 _SUITE = flags.DEFINE_enum("suite", "cpu", list(SUITES), "Preset sizes, batches and dtype.")
 _SIZES = flags.DEFINE_list("sizes", None, f"Model sizes {list(SIZES)}; default: the suite's.")
+flags.register_validator(
+    "sizes",
+    lambda sizes: sizes is None or all(s in SIZES for s in sizes),
+    message=f"unknown size; choose from {', '.join(SIZES)}",
+)
 _BATCH = flags.DEFINE_list("batch", None, "Examples per step, one or several; default: suite's.")
 _LENGTH = flags.DEFINE_integer("length", 128, "Tokens per example (BERT sizes).")
 _STEPS = flags.DEFINE_integer("steps", 5, "Timed steps (median reported).")

@@ -158,3 +158,6 @@ def test_parts_command_times_each_part_on_both_sides(tmp_path):
         assert best["step estimate"][side] == pytest.approx(want)
     wrong = subprocess.run([*cmd[:4], "--sizes=ast-tiny"], cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode != 0 and "BERT sizes only" in wrong.stderr
+    unknown = subprocess.run([*cmd[:4], "--sizes=nope"], cwd=ROOT, capture_output=True, text=True)
+    assert unknown.returncode != 0 and "unknown size" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
