@@ -13,6 +13,10 @@ import ml_collections
 from mh3.errors import UserError
 
 PROTOCOLS = ("clean", "paper")
+# train.checkpoint_min_secs of every trained stage: epoch-end checkpoints at most once a minute
+# (mh3.train.loop), so short epochs do not each pay a save; a killed run loses at most this
+# long plus one epoch of work.
+CHECKPOINT_MIN_SECS = 60.0
 
 
 def parse_args(arg: str | None, defaults: dict, source: str) -> ml_collections.ConfigDict:
@@ -155,6 +159,7 @@ def text_finetune(config: ml_collections.ConfigDict, model: str, dataset: str) -
     config.train.select_metric = "f1_weighted"
     config.train.early_stop_patience = 0
     config.train.checkpoint_every_steps = 200
+    config.train.checkpoint_min_secs = CHECKPOINT_MIN_SECS
     config.train.max_to_keep = 2
     config.train.log_every_steps = 10
     # The PRNG behind the dropout keys. mh3's Dropout hashes its masks from the key, so the

@@ -85,6 +85,7 @@ def get_config(arg=None):
     config.train.select_metric = "loss"
     config.train.early_stop_patience = 10 if encoder == "base" else 3
     config.train.checkpoint_every_steps = 0
+    config.train.checkpoint_min_secs = common.CHECKPOINT_MIN_SECS
     config.train.max_to_keep = 2
     config.train.log_every_steps = 10
     return config

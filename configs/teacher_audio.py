@@ -89,6 +89,7 @@ def get_config(arg: str | None = None):
     config.train.select_metric = "loss" if args.protocol == "paper" else "f1_weighted"
     config.train.early_stop_patience = 5
     config.train.checkpoint_every_steps = 200
+    config.train.checkpoint_min_secs = common.CHECKPOINT_MIN_SECS
     config.train.max_to_keep = 2
     config.train.log_every_steps = 10
     config.train.prng_impl = "rbg"  # dropout keys, as for the text teacher

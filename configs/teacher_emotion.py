@@ -67,6 +67,7 @@ def get_config(arg=None):
     config.train.select_metric = "f1_weighted"
     config.train.early_stop_patience = 10
     config.train.checkpoint_every_steps = 0
+    config.train.checkpoint_min_secs = common.CHECKPOINT_MIN_SECS
     config.train.max_to_keep = 2
     config.train.log_every_steps = 10
     return config

@@ -29,6 +29,7 @@ RULES = {
     "train.max_to_keep": ("an integer >= 1", lambda v: v >= 1),
     "train.log_every_steps": ("an integer >= 1", lambda v: v >= 1),
     "train.checkpoint_every_steps": ("an integer >= 0 (0 = epoch ends)", lambda v: v >= 0),
+    "train.checkpoint_min_secs": ("a number >= 0 (0 = every epoch end)", lambda v: v >= 0),
     "train.model_choice": ("last or best_val", lambda v: v in ("last", "best_val")),
     "train.select_metric": (
         f"loss or one of {metrics.SCORES}",

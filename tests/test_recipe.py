@@ -29,7 +29,8 @@ def _config(**optim_kw):
     config.train = ml_collections.ConfigDict(
         dict(
             epochs=2, num_steps=0, model_choice="last", select_metric="loss",
-            early_stop_patience=0, checkpoint_every_steps=0, max_to_keep=2, log_every_steps=1,
+            early_stop_patience=0, checkpoint_every_steps=0, checkpoint_min_secs=0.0,
+            max_to_keep=2, log_every_steps=1,
         )
     )  # fmt: skip
     return config

@@ -41,6 +41,7 @@ def train_config(**kw):
         select_metric="loss",
         early_stop_patience=0,
         checkpoint_every_steps=0,
+        checkpoint_min_secs=0.0,
         max_to_keep=3,
         log_every_steps=1,
     )
@@ -218,6 +219,29 @@ def test_resume_ends_with_the_parameters_of_an_uninterrupted_run(tmp_path):
     assert steps_logged == [
         json.loads(x)["step"] for x in open(tmp_path / "full" / "metrics.jsonl")
     ]
+
+
+def _saved_steps(workdir):
+    return sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+
+
+def test_epoch_checkpoints_at_most_every_checkpoint_min_secs(tmp_path):
+    # 0: every epoch end is saved. A minute: the epochs here take milliseconds, so only the
+    # epoch that ends training is; a run killed before it restarts from scratch and still ends
+    # with the parameters of the run that saved every epoch.
+    every, _ = run_fit(tmp_path / "every", train_config(epochs=3, max_to_keep=5))
+    assert _saved_steps(tmp_path / "every") == [3, 6, 9]
+    cfg = train_config(epochs=3, max_to_keep=5, checkpoint_min_secs=60.0)
+    with pytest.raises(KeyboardInterrupt):
+        run_fit(tmp_path / "sparse", cfg, stop_after=7)  # killed in epoch 3
+    assert _saved_steps(tmp_path / "sparse") == []
+    sparse, _ = run_fit(tmp_path / "sparse", cfg)
+    assert _saved_steps(tmp_path / "sparse") == [9]
+    np.testing.assert_array_equal(_flat(sparse.params), _flat(every.params))
+    # An early stop ends training: that epoch is saved too.
+    cfg = train_config(epochs=30, early_stop_patience=1, checkpoint_min_secs=60.0)
+    stopped, hist = run_fit(tmp_path / "stop", cfg, lr=0.5)
+    assert len(hist) < 30 and _saved_steps(tmp_path / "stop") == [int(stopped.step)]
 
 
 def test_a_rerun_with_another_learning_rate_does_not_resume(tmp_path):

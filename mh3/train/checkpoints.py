@@ -36,7 +36,8 @@ BINDING = "mh3_run.json"
 SUPERSEDED = "checkpoints.superseded"
 # Dotted config keys that only decide how a run is logged or saved, never what it computes.
 NOT_TRAINING = (
-    "train.log_every_steps", "train.checkpoint_every_steps", "train.max_to_keep",
+    "train.log_every_steps", "train.checkpoint_every_steps", "train.checkpoint_min_secs",
+    "train.max_to_keep",
     "tts.workers",  # speech is byte-identical with any number of worker processes
 )  # fmt: skip
 

@@ -14,6 +14,10 @@ Keys of `config.train` used here (every one set in the stage config):
   early_stop_patience: the paper's rule, 0 = off: stop when the last N validation losses are
     all above the minimum of the earlier ones.
   checkpoint_every_steps: also checkpoint every N steps inside an epoch (0 = epoch ends only).
+  checkpoint_min_secs: epoch-end checkpoints at least this many seconds apart (0 = every epoch
+    end); the epoch that ends training is always saved. Short epochs then do not each pay a
+    full save (the demo's emotion stage spent 12-18 of its ~50 s saving 84 epochs); a killed
+    run loses at most this long plus one epoch, and resumes to the same parameters anyway.
   max_to_keep: checkpoints kept on disk.
   log_every_steps: how often training metrics are fetched from the devices and logged.
 
@@ -231,8 +235,8 @@ def fit(
         inputs); checkpoints made by another fingerprint are never resumed from. Its `optim.*`
         keys, when present, also give the learning rate the records report.
       class_names: enables classification metrics in validation records.
-      on_epoch: called as `on_epoch(epoch, validation record or None)` after each epoch's
-        checkpoint (e.g. a hyper-parameter search reporting to its pruner); an exception it
+      on_epoch: called as `on_epoch(epoch, validation record or None)` after each epoch
+        and its checkpoint, when one is due (e.g. a hyper-parameter search reporting to its pruner); an exception it
         raises stops training, with the checkpoints kept.
       learning_rate: step -> the rate of the update that step makes (mh3.train.tracking.
         step_rate), logged times the plateau scale; None logs no rate.
@@ -264,6 +268,7 @@ def fit(
     p_train, p_eval = pmapped_steps(loss_fn)
     pstate = parallel.replicate(state)
     last_saved = ckpt.latest_step()
+    saved_at = time.perf_counter()  # the first epoch-end save waits as long as any other
     pending: list = []
     # The plateau scale changes only on the host at epoch ends, so a host copy is current and
     # reading it costs no device sync.
@@ -335,7 +340,7 @@ def fit(
                 ):
                     flush(step, epoch)
                     ckpt.save(step, parallel.unreplicate(pstate), loop, best)
-                    last_saved = step
+                    last_saved, saved_at = step, time.perf_counter()
                 if step >= total_steps:
                     break
             flush(step, epoch)
@@ -380,8 +385,10 @@ def fit(
             else:
                 record = None
                 loop["history"].append({"epoch": epoch, "step": step})
-            ckpt.save(step, host_state, loop, best)
-            last_saved = step
+            last_epoch = loop["stopped"] or step >= total_steps
+            if last_epoch or time.perf_counter() - saved_at >= cfg.checkpoint_min_secs:
+                ckpt.save(step, host_state, loop, best)
+                last_saved, saved_at = step, time.perf_counter()
             if on_epoch is not None:
                 on_epoch(epoch, record)
             epoch += 1
