@@ -15,6 +15,7 @@ import torch
 import transformers as hf
 
 from mh3.errors import UserError
+from mh3.weights import bert as bert_weights
 from mh3.weights import from_hf, grow_vocab
 
 TINY = dict(
@@ -164,6 +165,10 @@ def test_new_head_is_seeded_and_encoder_kept(folders):
     assert p5["classifier"]["kernel"].shape == (32, 5)
     np.testing.assert_array_equal(p5["classifier"]["kernel"], p5b["classifier"]["kernel"])
     assert maxdiff(p5["classifier"]["kernel"], p5c["classifier"]["kernel"]) > 0
+    # The head is initialised on a copy without encoder layers (a short compile): its values
+    # are those of the whole model's init with that seed, as before that shortcut.
+    whole = jax.jit(model.init)(jax.random.PRNGKey(7), bert_weights.example_batch(model.config))
+    np.testing.assert_array_equal(p5["classifier"]["kernel"], whole["params"]["classifier"]["kernel"])
     np.testing.assert_array_equal(p5["pooler"]["dense"]["kernel"], p3["pooler"]["dense"]["kernel"])
     np.testing.assert_array_equal(
         p5["encoder"]["layer_1"]["output"]["dense"]["kernel"],

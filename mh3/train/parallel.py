@@ -126,8 +126,13 @@ def replicate(tree: Any) -> Any:
 
 
 def unreplicate(tree: Any) -> Any:
-    """The copy on the first device of a replicated tree, as host numpy arrays."""
-    return jax.tree.map(lambda x: np.asarray(x[0]), tree)
+    """The copy on the first device of a replicated tree, as host numpy arrays.
+
+    Read from the first local shard and copied (`np.array`): indexing `x[0]` dispatches (and
+    first compiles) a slice per leaf, 0.5 s for 300 leaves against 2 ms, at every epoch end;
+    the copy keeps the host state valid after the device buffers are donated to the next step.
+    """
+    return jax.tree.map(lambda x: np.array(x.addressable_data(0))[0], tree)
 
 
 def shard(batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:

@@ -211,8 +211,12 @@ def from_hf(
             sorted({p[0] for p in missing}),
             seed,
         )
+        # Only heads are ever missing. Flax seeds each parameter from its module path, so a
+        # copy without encoder layers gives the heads the values the whole model's init would,
+        # and compiles in a fraction of the time (MiniLM: the whole init compiled in 3.4 s).
+        shallow = family.build(config.replace(num_hidden_layers=0), dtype)
         fresh = traverse_util.flatten_dict(
-            jax.jit(model.init)(jax.random.PRNGKey(seed), batch)["params"]
+            jax.jit(shallow.init)(jax.random.PRNGKey(seed), batch)["params"]
         )
         loaded.update({p: fresh[p] for p in missing})
     params = traverse_util.unflatten_dict({p: jnp.asarray(v) for p, v in loaded.items()})
