@@ -168,7 +168,9 @@ def test_new_head_is_seeded_and_encoder_kept(folders):
     # The head is initialised on a copy without encoder layers (a short compile): its values
     # are those of the whole model's init with that seed, as before that shortcut.
     whole = jax.jit(model.init)(jax.random.PRNGKey(7), bert_weights.example_batch(model.config))
-    np.testing.assert_array_equal(p5["classifier"]["kernel"], whole["params"]["classifier"]["kernel"])
+    np.testing.assert_array_equal(
+        p5["classifier"]["kernel"], whole["params"]["classifier"]["kernel"]
+    )
     np.testing.assert_array_equal(p5["pooler"]["dense"]["kernel"], p3["pooler"]["dense"]["kernel"])
     np.testing.assert_array_equal(
         p5["encoder"]["layer_1"]["output"]["dense"]["kernel"],
