@@ -109,11 +109,12 @@ def data_config(dataset: str, protocol: str, smoke: bool) -> ml_collections.Conf
     data.batch_size = 8 if smoke else 32  # global, over all processes and devices
     data.eval_batch_size = 8 if smoke else 32  # = batch_size: eval reuses the train shapes
     data.bucketing = True  # pad batches to a few fixed lengths instead of max_len
-    # at most this many distinct lengths, i.e. jit-compiled shapes; smoke runs keep two, enough
-    # to run the multi-shape path, since compiling each shape costs more than a smoke run
-    # trains; so does the demo, whose posts have at most 37 tokens (six lengths gained nothing
-    # there: its text teacher took 110 s with six, 108 s with two)
-    data.num_buckets = 2 if smoke or dataset == "demo" else 6
+    # at most this many distinct lengths, i.e. jit-compiled shapes. Each costs a trace and a
+    # compile of every step (MiniLM's train step: ~3 s + 6-9 s), which short data does not earn
+    # back: the demo's posts have at most 37 tokens, and its text teacher took 95 s with one
+    # length against 108-117 s with two, the same hour (110 s with six, another day). Smoke
+    # runs keep two, the least that still runs the multi-shape path.
+    data.num_buckets = 2 if smoke else 1 if dataset == "demo" else 6
     data.bucket_multiple = 8  # bucket lengths are multiples of this (or max_len)
     # training: sort by length within windows of this many batches; 0 = uniform shuffles
     # (the notebooks': protocol=paper), still padded to the bucket lengths

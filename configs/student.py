@@ -118,6 +118,10 @@ def get_config(arg=None):
     # The std over runs: ddof 0 (population) as the notebooks' np.std, 1 (sample) in clean.
     config.std_ddof = 0 if paper else 1
     config.teacher_workdir = ""  # '' = <workdir>/teachers
+    # The audio teacher's speech, when still to be made, starts at once in a child process at
+    # idle CPU priority and takes what the text and emotion teachers leave of the cores
+    # (mh3.stages.tts.Background); the audio teacher then makes whatever is left itself.
+    config.speech_in_background = True
     config.predict_batch_size = 8 if args.smoke else 64  # teachers' soft-label pass
 
     common.text_finetune(config, student_model, args.dataset)

@@ -226,3 +226,44 @@ def test_workers_setting():
     assert tts.resolve_workers(3) == 3 and tts.resolve_workers(0) >= 1
     with pytest.raises(UserError, match="tts.workers=-1"):
         tts.resolve_workers(-1)
+
+
+def test_background_stage_runs_at_idle_priority_and_makes_the_same_files(tmp_path):
+    """The student's background speech (mh3.stages.tts.Background): the tts stage in a child
+    process at idle CPU priority; the stage run afterwards in the foreground finds it done, and
+    the files are byte for byte those of a foreground run. Stopped early, the child leaves the
+    workdir to a foreground run that makes the rest."""
+    import time
+
+    from configs import tts as tts_config
+    from mh3 import stages
+    from mh3.stages import tts as tts_stage
+
+    config = tts_config.get_config("smoke")  # the first 6 demo posts
+    fg = tmp_path / "fg"
+    stages.run_stage(config, str(fg))
+    bg = tmp_path / "bg"
+    background = tts_stage.Background(config, str(bg), force=False)
+    policies = set()
+    while background.running:
+        try:
+            policies.add(os.sched_getscheduler(background.pid))
+        except OSError:  # ended between the two calls
+            break
+        time.sleep(0.02)
+    assert background.wait() == 0
+    assert os.SCHED_IDLE in policies  # set first thing in the child, kept to its end
+    assert "tts: made 6 files" in (bg / "background.log").read_text()
+    assert stages.is_done(config, str(bg))
+    names = sorted(f for f in os.listdir(fg / "wavs") if f.endswith(".wav"))
+    assert len(names) == 6
+    for name in names:
+        assert (bg / "wavs" / name).read_bytes() == (fg / "wavs" / name).read_bytes(), name
+
+    stopped = tmp_path / "stopped"
+    background = tts_stage.Background(config, str(stopped), force=False)
+    background.stop()
+    assert not background.running
+    stages.run_stage(config, str(stopped))  # the lock is free; makes what the child did not
+    for name in names:
+        assert (stopped / "wavs" / name).read_bytes() == (fg / "wavs" / name).read_bytes(), name

@@ -23,6 +23,7 @@ from absl import logging
 from mh3 import data, files, stages
 from mh3.distill import losses, report, teachers
 from mh3.errors import UserError
+from mh3.stages import teacher_audio
 from mh3.train import checkpoints, finetune, recipe, tracking
 
 # Data keys that define which examples exist and how they are split: every teacher must agree
@@ -69,25 +70,45 @@ def run(config, workdir: str) -> dict:
     # One progress line per step: each teacher stage, its soft-label pass, each student run.
     teacher_sets = config.runs if config.retrain_teachers else 1
     pipeline = tracking.Pipeline(2 * len(kinds) * teacher_sets + config.runs, "student")
-    for r in range(config.runs):
-        seed = config.seed + r
-        if r == 0 or config.retrain_teachers:
-            teacher_rows, logits = _teachers(config, kinds, r, prep.dataset, workdir, pipeline)
-            rows += teacher_rows
-        run_dir = os.path.join(workdir, f"run{r}")
-        done = os.path.join(run_dir, "run.json")
-        fp = _run_fingerprint(config, seed, logits)
-        key = checkpoints.fingerprint_hash(fp)
-        with pipeline.stage(f"student run {r} (seed {seed}, {run_dir})") as step:
-            if os.path.exists(done) and files.read_json(done).get("config_hash") == key:
-                result = files.read_json(done)
-            else:
-                step.running()
-                result = _train_student(config, run_dir, prep, seed, logits, weights, fp)
-                result["config_hash"] = key
-                files.write_json(done, result)
-        rows += report.rows_for(r, seed, "student", result, classes)
+    background = _speech_in_background(config, kinds, prep.dataset, workdir)
+    try:
+        for r in range(config.runs):
+            seed = config.seed + r
+            if r == 0 or config.retrain_teachers:
+                teacher_rows, logits = _teachers(
+                    config, kinds, r, prep.dataset, workdir, pipeline, background
+                )
+                rows += teacher_rows
+            run_dir = os.path.join(workdir, f"run{r}")
+            done = os.path.join(run_dir, "run.json")
+            fp = _run_fingerprint(config, seed, logits)
+            key = checkpoints.fingerprint_hash(fp)
+            with pipeline.stage(f"student run {r} (seed {seed}, {run_dir})") as step:
+                if os.path.exists(done) and files.read_json(done).get("config_hash") == key:
+                    result = files.read_json(done)
+                else:
+                    step.running()
+                    result = _train_student(config, run_dir, prep, seed, logits, weights, fp)
+                    result["config_hash"] = key
+                    files.write_json(done, result)
+            rows += report.rows_for(r, seed, "student", result, classes)
+    finally:
+        if background is not None:
+            background.stop()  # a no-op once waited for
     return _report(config, workdir, prep.dataset, kinds, rows)
+
+
+def _speech_in_background(config, kinds, ds, workdir: str):
+    """The audio teacher's speech started in the background (mh3.stages.tts.Background) when
+    it is still to be made, so it takes the cores the text and emotion teachers leave idle."""
+    if "audio" not in kinds or not config.speech_in_background:
+        return None
+    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
+    sub = teacher_config(config, "audio", config.seed, teacher_root)
+    where = os.path.join(teacher_root, "audio-run0" if config.retrain_teachers else "audio")
+    if stages.is_done(sub, where):
+        return None
+    return teacher_audio.speech_in_background(sub, where, ds)
 
 
 def _check(config) -> tuple[list[str], tuple | None]:
@@ -105,7 +126,7 @@ def _check(config) -> tuple[list[str], tuple | None]:
 
 
 def _teachers(
-    config, kinds, r: int, ds, workdir: str, pipeline: tracking.Pipeline
+    config, kinds, r: int, ds, workdir: str, pipeline: tracking.Pipeline, background=None
 ) -> tuple[list[dict], list[np.ndarray]]:
     """Trains (or finds) each teacher and returns its report rows and its cached soft labels;
     each teacher stage and each soft-label pass is one step of `pipeline`.
@@ -121,6 +142,8 @@ def _teachers(
         logging.info("run %d: teacher %s", r, name)
         sub = teacher_config(config, kind, seed, teacher_root)
         where = os.path.join(teacher_root, name)
+        if kind == "audio" and background is not None:
+            background.wait()  # its lock on the tts workdir goes with it
         with pipeline.stage(f"teacher {name} ({where})") as step:
             if not stages.is_done(sub, where):
                 step.running()

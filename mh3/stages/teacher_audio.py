@@ -19,7 +19,8 @@ from absl import logging
 from mh3 import data, files, stages, weights
 from mh3.audio import teacher
 from mh3.errors import UserError
-from mh3.train import recipe
+from mh3.stages import tts as tts_stage
+from mh3.train import parallel, recipe
 
 TINY_RANDOM = "tiny-random"
 
@@ -50,10 +51,8 @@ def find_wavs(config, workdir: str, ds) -> tuple[str, dict | None]:
                 "Sample_{i}.wav files or leave it empty to run the tts stage"
             )
         return config.audio.wav_dir, None
-    tts_dir = config.tts_workdir or os.path.join(workdir, "tts")
+    tts, tts_dir, missing = _speech(config, workdir, ds)
     wav_dir = os.path.join(tts_dir, "wavs")
-    tts = tts_config(config)
-    missing = teacher.missing_wavs(wav_dir, ds.examples)
     if missing:
         logging.info("%d wavs missing in %s; running the tts stage", len(missing), wav_dir)
         # force: a finished tts run whose files were deleted must make them again; it keeps
@@ -62,6 +61,26 @@ def find_wavs(config, workdir: str, ds) -> tuple[str, dict | None]:
     else:
         results = stages.run_stage(tts, tts_dir)  # done already: just its results
     return wav_dir, results
+
+
+def _speech(config, workdir: str, ds) -> tuple[ml_collections.ConfigDict, str, list]:
+    """The tts stage this stage runs: (its config, its workdir, the examples without a wav)."""
+    tts_dir = config.tts_workdir or os.path.join(workdir, "tts")
+    missing = teacher.missing_wavs(os.path.join(tts_dir, "wavs"), ds.examples)
+    return tts_config(config), tts_dir, missing
+
+
+def speech_in_background(config, workdir: str, ds) -> tts_stage.Background | None:
+    """Starts the tts stage that `find_wavs` would run, in the background (tts_stage.Background),
+    or returns None: the wavs are given or all there, or the run spans several processes
+    (each host would speak the same files)."""
+    if config.audio.wav_dir or parallel.process_count() > 1:
+        return None
+    tts, tts_dir, missing = _speech(config, workdir, ds)
+    if not missing:
+        return None
+    logging.info("%d wavs missing in %s; speaking them in the background", len(missing), tts_dir)
+    return tts_stage.Background(tts, tts_dir, force=stages.is_done(tts, tts_dir))
 
 
 def checkpoint(config, workdir: str, seed: int) -> str:

@@ -39,6 +39,7 @@ NOT_TRAINING = (
     "train.log_every_steps", "train.checkpoint_every_steps", "train.checkpoint_min_secs",
     "train.max_to_keep",
     "tts.workers",  # speech is byte-identical with any number of worker processes
+    "speech_in_background",  # the student's: where that speech is made, not what
 )  # fmt: skip
 
 
