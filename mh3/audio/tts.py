@@ -162,12 +162,12 @@ CHARS_PER_WORKER = 4000
 _WORKER_BACKEND = None
 
 
-def _start_worker(spec) -> None:
-    global _WORKER_BACKEND
+def exit_with_parent() -> None:
+    """Ends this process within a second of its parent's end. A parent killed outright
+    (SIGKILL, OOM) cannot stop its children: a speech worker would wait on the pool's queues
+    for ever, and a background tts stage would speak on, holding its workdir's lock."""
     import threading
 
-    # A parent killed outright (SIGKILL, OOM) cannot stop its pool, and a worker would wait on
-    # the pool's queues for ever: leave as soon as the parent is gone.
     parent = os.getppid()
 
     def watch():
@@ -176,6 +176,11 @@ def _start_worker(spec) -> None:
         os._exit(1)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _start_worker(spec) -> None:
+    global _WORKER_BACKEND
+    exit_with_parent()
     cls, args, kwargs = spec
     _WORKER_BACKEND = cls(*args, **kwargs)
 

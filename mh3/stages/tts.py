@@ -52,8 +52,8 @@ class Background:
     """The tts stage in a child process at idle CPU priority (Linux SCHED_IDLE, else nice 19).
 
     Speech then runs only on cores the caller's own work leaves idle (startup, tracing, compiles
-    that use one core, Python between steps), so it never slows that work down, and whatever it
-    has made when `wait` is called is made. It only saves time: the caller still runs the stage
+    that use one core, Python between steps), so it takes little from that work, and whatever
+    it has made when `wait` is called is made. It only saves time: the caller still runs the stage
     itself afterwards, which keeps every file already there and makes the rest, or reports the
     stage's errors in its own process. The child's output goes to `<workdir>/background.log`.
     """
@@ -82,8 +82,9 @@ class Background:
 
     def wait(self) -> int:
         """Waits for the child to finish (it then holds no lock on the workdir); its exit code."""
-        self._process.join()
-        logging.info("background tts stage ended (exit code %s)", self._process.exitcode)
+        if self._process.exitcode is None:
+            self._process.join()
+            logging.info("background tts stage ended (exit code %s)", self._process.exitcode)
         return self._process.exitcode
 
     def stop(self) -> None:
@@ -102,6 +103,7 @@ def _run_idle(config, workdir: str, force: bool, log: str) -> None:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError):  # not Linux
         os.nice(19)
+    tts.exit_with_parent()  # a killed caller leaves no speech running, nor its workdir locked
     try:
         stages.run_stage(config, workdir, force=force)
     except BaseException as e:  # noqa: BLE001 - the caller reruns the stage and reports
