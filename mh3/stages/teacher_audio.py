@@ -80,7 +80,11 @@ def speech_in_background(config, workdir: str, ds) -> tts_stage.Background | Non
     if not missing:
         return None
     logging.info("%d wavs missing in %s; speaking them in the background", len(missing), tts_dir)
-    return tts_stage.Background(tts, tts_dir, force=stages.is_done(tts, tts_dir))
+    try:
+        return tts_stage.Background(tts, tts_dir, force=stages.is_done(tts, tts_dir))
+    except OSError as e:  # e.g. an unwritable workdir: the stage itself reports it in one line
+        logging.warning("no background speech (%s); the audio teacher will speak the posts", e)
+        return None
 
 
 def checkpoint(config, workdir: str, seed: int) -> str:
