@@ -103,12 +103,22 @@ def _speech_in_background(config, kinds, ds, workdir: str):
     it is still to be made, so it takes the cores the text and emotion teachers leave idle."""
     if "audio" not in kinds or not config.speech_in_background:
         return None
-    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
+    teacher_root = _teacher_root(config, workdir)
     sub = teacher_config(config, "audio", config.seed, teacher_root)
-    where = os.path.join(teacher_root, "audio-run0" if config.retrain_teachers else "audio")
+    where = os.path.join(teacher_root, _teacher_name(config, "audio", 0))
     if stages.is_done(sub, where):
         return None
     return teacher_audio.speech_in_background(sub, where, ds)
+
+
+def _teacher_root(config, workdir: str) -> str:
+    return config.teacher_workdir or os.path.join(workdir, "teachers")
+
+
+def _teacher_name(config, kind: str, r: int) -> str:
+    """A teacher's folder under the teacher root: `<kind>`, trained once and shared by every
+    run, or `<kind>-run<r>` with retrain_teachers."""
+    return f"{kind}-run{r}" if config.retrain_teachers else kind
 
 
 def _check(config) -> tuple[list[str], tuple | None]:
@@ -134,11 +144,11 @@ def _teachers(
     As in the paper, teachers are trained once (seed = config.seed, in `<kind>/`) and shared by
     every student run; with `retrain_teachers` run r trains its own (seed + r, `<kind>-run<r>`).
     """
-    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
+    teacher_root = _teacher_root(config, workdir)
     seed = config.seed + r if config.retrain_teachers else config.seed
     rows, logits = [], []
     for kind in kinds:
-        name = f"{kind}-run{r}" if config.retrain_teachers else kind
+        name = _teacher_name(config, kind, r)
         logging.info("run %d: teacher %s", r, name)
         sub = teacher_config(config, kind, seed, teacher_root)
         where = os.path.join(teacher_root, name)
@@ -187,9 +197,9 @@ def _report(config, workdir: str, ds, kinds, rows) -> dict:
          "curves_student.png"),
     ]  # fmt: skip
     hyper = [("student", report.hyperparameters(config, "student", runs[0].get("max_len")))]
-    teacher_root = config.teacher_workdir or os.path.join(workdir, "teachers")
+    teacher_root = _teacher_root(config, workdir)
     for kind in kinds:
-        folder = os.path.join(teacher_root, f"{kind}-run0" if config.retrain_teachers else kind)
+        folder = os.path.join(teacher_root, _teacher_name(config, kind, 0))
         done = os.path.join(folder, "results.json")
         max_len = files.read_json(done).get("max_len") if os.path.exists(done) else None
         block = config[f"teacher_{kind}"]
