@@ -1,6 +1,6 @@
-"""Test set-up: 4 fake CPU devices for pmap tests and no model-hub access.
+"""Test set-up: 4 fake CPU devices for pmap tests, a quick XLA compile level, no model hub.
 
-Both must be set before jax or huggingface_hub are imported anywhere, hence here; so is the
+These must be set before jax or huggingface_hub are imported anywhere, hence here; so is the
 session's compilation cache folder.
 """
 
@@ -10,9 +10,19 @@ import shutil
 import sys
 import tempfile
 
-os.environ["XLA_FLAGS"] = (
-    os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
-).strip()
+
+def xla_flags(devices: int) -> str:
+    """XLA_FLAGS for a test process with `devices` fake CPU devices.
+
+    Tests compile many programs and run each for a few steps at hidden size 32, so XLA's
+    backend optimisation (LLVM) is most of their cost and buys nothing: a tiny BERT train step
+    compiles in 2.3 s at level 0 against 5.7 s at the default, and a cold smoke student
+    pipeline takes 57 s against 78 s. Users' runs keep XLA's default level.
+    """
+    return f"--xla_force_host_platform_device_count={devices} --xla_backend_optimization_level=0"
+
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + xla_flags(4)).strip()
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # One on-disk compilation cache for the session: the many launch.py subprocesses (and reruns

@@ -118,7 +118,9 @@ def test_pmap_four_devices_equal_one_device(tmp_path):
     script = _ONE_DEVICE_SCRIPT.format(
         root=ROOT, tests=os.path.join(ROOT, "tests"), workdir=str(tmp_path / "one"), out=out
     )
-    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")
+    from conftest import xla_flags  # here: the child script imports this module
+
+    env = dict(os.environ, XLA_FLAGS=xla_flags(1))
     subprocess.run([sys.executable, "-c", script], check=True, env=env, cwd=ROOT)
     one = np.load(out)
     assert int(four.step) == 6
