@@ -51,3 +51,39 @@ def test_user_mistakes_exit_2_with_one_line(args, expected, tmp_path):
     assert run.returncode == 2
     lines = [line for line in run.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], run.stderr
+
+
+_CACHE_SCRIPT = """
+import sys
+sys.argv = ["launch.py"]
+import jax, launch
+for flag in (None, "", sys.argv_cache):
+    launch._compilation_cache(flag)
+    print(jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size)
+    if flag is None:  # a compile now writes its program to the folder (conftest's min time 0)
+        jax.jit(lambda x: x * 3)(1.0)
+"""
+
+
+@pytest.mark.parametrize("jax_env", [False, True])
+def test_compilation_cache_folder_default_off_and_unwritable(jax_env, tmp_path):
+    """launch.py's --compilation_cache: unset -> $JAX_COMPILATION_CACHE_DIR if set, else
+    $XDG_CACHE_HOME/mh3/xla, with a size limit; '' -> off; a folder that cannot be made -> off
+    with one warning line (the run goes on)."""
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_COMPILATION_CACHE")}
+    env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
+    if jax_env:
+        env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-env")
+    script = _CACHE_SCRIPT.replace("sys.argv_cache", repr(str(blocker / "xla")))
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    default = tmp_path / ("jax-env" if jax_env else "xdg/mh3/xla")
+    assert done.stdout.splitlines() == [f"{default} {2 << 30}", f"None {2 << 30}",
+                                        f"None {2 << 30}"]  # fmt: skip
+    assert any(name.startswith("jit_") for name in os.listdir(default))
+    warnings = [line for line in done.stderr.splitlines() if "compilation cache" in line]
+    assert len(warnings) == 1 and str(blocker / "xla") in warnings[0]
+    assert "--compilation_cache=DIR" in warnings[0]
