@@ -69,9 +69,12 @@ def _compilation_cache(folder: str | None) -> None:
     warning and no cache, never a failed run."""
     import jax
 
+    own = False  # mh3's default folder, which only mh3 writes
     if folder is None:
-        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-        folder = jax.config.jax_compilation_cache_dir or os.path.join(base, "mh3", "xla")
+        folder = jax.config.jax_compilation_cache_dir
+        if not folder:
+            home = os.path.join(os.path.expanduser("~"), ".cache")
+            folder, own = os.path.join(os.environ.get("XDG_CACHE_HOME") or home, "mh3", "xla"), True
     if folder:
         folder = os.path.abspath(os.path.expanduser(folder))
         try:
@@ -84,8 +87,10 @@ def _compilation_cache(folder: str | None) -> None:
                             "(choose another with --compilation_cache=DIR)", folder)  # fmt: skip
             folder = None
     jax.config.update("jax_compilation_cache_dir", folder or None)
-    # JAX enforces the limit under a `filelock` lock (a dependency of transformers' hub client).
-    if folder and jax.config.jax_compilation_cache_max_size == -1 and find_spec("filelock"):
+    # The size limit only on mh3's own folder: with a limit JAX needs a last-use file beside each
+    # entry, and a folder it filled without one (any JAX_COMPILATION_CACHE_DIR) would make every
+    # write fail. JAX locks the folder with `filelock` (a dependency of transformers' hub client).
+    if own and folder and jax.config.jax_compilation_cache_max_size == -1 and find_spec("filelock"):
         jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 
 
