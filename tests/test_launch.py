@@ -57,7 +57,7 @@ _CACHE_SCRIPT = """
 import sys
 sys.argv = ["launch.py"]
 import jax, launch
-for flag in (None, "", sys.argv_cache):
+for flag in (None, "", UNWRITABLE):
     launch._compilation_cache(flag)
     print(jax.config.jax_compilation_cache_dir, jax.config.jax_compilation_cache_max_size)
     if flag is None:  # a compile now writes its program to the folder (conftest's min time 0)
@@ -76,7 +76,7 @@ def test_compilation_cache_folder_default_off_and_unwritable(jax_env, tmp_path):
     env["XDG_CACHE_HOME"] = str(tmp_path / "xdg")
     if jax_env:
         env["JAX_COMPILATION_CACHE_DIR"] = str(tmp_path / "jax-env")
-    script = _CACHE_SCRIPT.replace("sys.argv_cache", repr(str(blocker / "xla")))
+    script = _CACHE_SCRIPT.replace("UNWRITABLE", repr(str(blocker / "xla")))  # under a file
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
