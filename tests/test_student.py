@@ -1,4 +1,8 @@
-"""The student pipeline: cached teacher soft labels, and a killed pipeline that resumes exactly."""
+"""The student pipeline: cached teacher soft labels, and one finished smoke pipeline (text and
+emotion teachers, run through launch.py as a user runs it) read by several tests: its saved
+student in transformers, what it logged (issue #15: event files, log files, stage lines), a
+killed pipeline that resumes to the same report, and a rerun that finds every stage cached.
+One pipeline for all of them: each launch.py pipeline costs the suite ~40 s."""
 
 import csv
 import functools
@@ -10,14 +14,16 @@ import sys
 import time
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 from conftest import ROOT
+from test_tracking import records, scalars
 
 from configs import common
 from mh3 import data
 from mh3.distill import teachers
-from mh3.train import export
+from mh3.train import export, optim
 from mh3.weights import from_hf, grow_vocab
 
 
@@ -65,6 +71,15 @@ def test_cached_soft_labels_equal_per_batch_forward(tiny_bert, demo, tmp_path):
     assert calls == [1, 1] and np.allclose(shifted, logits + 1.0, atol=1e-5)
 
 
+def same_as_jsonl(tags: dict, path) -> None:
+    """Every TensorBoard scalar is in metrics.jsonl under the same split, key and step."""
+    by_place = {(r["split"], r["step"]): r for r in records(path)}
+    for tag, points in tags.items():
+        split, key = tag.split("/", 1)
+        for step, value in points:
+            assert by_place[(split, step)][key] == pytest.approx(value, rel=1e-6, abs=1e-6), tag
+
+
 def pipeline_args(tiny_bert, workdir):
     return [
         sys.executable,
@@ -72,6 +87,9 @@ def pipeline_args(tiny_bert, workdir):
         f"--config=configs/student.py:teachers=text+emotion,smoke,model={tiny_bert},"
         f"text_model={tiny_bert}",
         f"--workdir={workdir}",
+        # One batch shape per model: fewer programs to trace (bucketing has its own tests).
+        "--config.data.bucketing=false",
+        "--config.teacher_text.data.bucketing=false",
     ]
 
 
@@ -102,7 +120,7 @@ def whole(tiny_bert, tmp_path_factory):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "report: " in done.stdout
-    return workdir
+    return workdir, done
 
 
 def test_saved_student_loads_in_transformers_with_mh3s_probabilities(whole, demo):
@@ -111,6 +129,7 @@ def test_saved_student_loads_in_transformers_with_mh3s_probabilities(whole, demo
 
     import mh3
 
+    whole, _ = whole
     folder = whole / "run0" / "model"
     predictor = mh3.load(str(folder))
     meta = json.loads((folder / "mh3.json").read_text())
@@ -135,7 +154,58 @@ def test_saved_student_loads_in_transformers_with_mh3s_probabilities(whole, demo
     np.testing.assert_allclose(written, ours, atol=1e-5)
 
 
+def test_event_files_hold_lr_grad_norm_and_the_ce_and_kd_parts(whole):
+    workdir, _ = whole
+    tags = scalars(workdir / "run0" / "tb")
+    for key in ("loss", "loss_ce", "loss_kd", "learning_rate", "grad_norm", "examples_per_s"):
+        assert f"train/{key}" in tags, sorted(tags)
+    assert "val/f1_weighted" in tags and "val/loss" in tags
+    steps = [s for s, _ in tags["train/loss"]]
+    assert steps == sorted(steps) and len(steps) >= 2
+    assert all(v > 0 and np.isfinite(v) for _, v in tags["train/grad_norm"])
+    assert all(v >= 0 for _, v in tags["train/loss_kd"])
+    # The logged rate is the run's optax schedule at each step (smoke: 1 warm-up step, then a
+    # linear decay to 0 at the last step).
+    config = json.loads((workdir / "config.json").read_text())
+    total = config["train"]["num_steps"]
+    rate = optim.schedule(ml_collections.ConfigDict(config["optim"]), total)
+    for step, value in tags["train/learning_rate"]:
+        assert value == pytest.approx(float(rate(step - 1)), rel=1e-6, abs=1e-12), step
+    # loss = ce_weight * CE + kd_weight * KD, step by step.
+    kd = config["kd"]
+    parts = zip(tags["train/loss"], tags["train/loss_ce"], tags["train/loss_kd"], strict=True)
+    for (_, loss), (_, ce), (_, kl) in parts:
+        assert loss == pytest.approx(kd["ce_weight"] * ce + kd["kd_weight"] * kl, rel=1e-5)
+    same_as_jsonl(tags, workdir / "run0" / "metrics.jsonl")
+    # A teacher stage writes its own (no KD parts: it trains on plain cross-entropy).
+    teacher = scalars(workdir / "teachers" / "text" / "tb")
+    assert {"train/loss", "train/learning_rate", "train/grad_norm"} <= set(teacher)
+    assert "train/loss_kd" not in teacher
+    same_as_jsonl(teacher, workdir / "teachers" / "text" / "metrics.jsonl")
+
+
+def test_every_workdir_has_its_own_log_and_output_is_plain_lines(whole):
+    workdir, done = whole
+    student_log = (workdir / "log.txt").read_text()
+    teacher_log = (workdir / "teachers" / "text" / "log.txt").read_text()
+    assert "stage teacher_text in" in teacher_log and "stage teacher_text in" not in student_log
+    # The student's file paused while its teachers ran, and continued after.
+    assert "stage student in" in student_log and "student stage 5/5" in student_log
+    assert "train run0: 3/3 step (100%)" in student_log
+    assert "train text: 3/3 step (100%)" in teacher_log
+    # Output to a pipe: plain lines, no carriage returns, and one line per pipeline step.
+    assert "\r" not in done.stderr and "\r" not in done.stdout
+    assert "predict: " in done.stderr  # the soft-label pass has its progress line
+    lines = [line for line in done.stdout.splitlines() if line.startswith("student stage")]
+    assert lines[0].startswith("student stage 1/5 teacher text") and lines[0].endswith("running")
+    assert lines[1].startswith("student stage 1/5 teacher text") and "done in" in lines[1]
+    assert any(x.startswith("student stage 2/5 soft labels of text") for x in lines)
+    assert any(x.startswith("student stage 4/5 soft labels of emotion") for x in lines)
+    assert lines[-1].startswith("student stage 5/5 student run 0") and "done in" in lines[-1]
+
+
 def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, whole, tmp_path):
+    whole, _ = whole
     env = dict(os.environ, HF_HUB_OFFLINE="1")
 
     killed = tmp_path / "killed"
@@ -195,3 +265,15 @@ def test_teachers_are_trained_once_and_shared_by_the_student_runs(tiny_bert, tmp
         for r in (0, 1)
     ]
     assert [s["seed"] for s in seeds] == [0, 1]
+
+
+def test_a_rerun_reports_every_stage_cached(tiny_bert, whole):
+    # Last in this file: the killed test above compares its report with this workdir's.
+    workdir, _ = whole
+    os.remove(workdir / "results.json")  # only the report is redone: the rest is read back
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    args = pipeline_args(tiny_bert, workdir)
+    again = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    lines = [x for x in again.stdout.splitlines() if x.startswith("student stage")]
+    assert len(lines) == 5 and all(": cached (" in x for x in lines), lines
