@@ -8,6 +8,7 @@ import csv
 import functools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -240,23 +241,32 @@ def _student_config(tiny_bert, **kw):
     return config
 
 
-def test_teachers_are_trained_once_and_shared_by_the_student_runs(tiny_bert, tmp_path):
+def test_teachers_are_trained_once_and_shared_by_the_student_runs(
+    tiny_bert, smoke_students, tmp_path
+):
     from mh3 import stages
 
-    results = stages.run_stage(_student_config(tiny_bert, runs=2), str(tmp_path / "a"))
-    teachers_dir = tmp_path / "a" / "teachers"
-    assert sorted(p.name for p in teachers_dir.iterdir()) == ["text"]
-    rows = list(csv.DictReader(open(tmp_path / "a" / "results.csv")))
+    # The session's finished smoke student (a text teacher, 2 runs; conftest), copied: the
+    # report and comparison tests read the original. Its config is `_student_config(runs=2)`.
+    done = tmp_path / "a"
+    shutil.copytree(smoke_students["text"], done)
+    assert sorted(p.name for p in (done / "teachers").iterdir()) == ["text"]
+    rows = list(csv.DictReader(open(done / "results.csv")))
     assert [(r["model"], r["seed"]) for r in rows if r["split"] == "test"] == [
         ("text", "0"), ("student", "0"), ("student", "1"),
     ]  # fmt: skip
+    results = json.loads((done / "results.json").read_text())
     assert results["test"]["runs"] == 2 and results["std_ddof"] == 1
-    assert "ddof=1" in (tmp_path / "a" / "report.md").read_text()
+    assert "ddof=1" in (done / "report.md").read_text()
     # Two more runs keep the finished ones (each run is bound to its seed, not the run count).
-    stamps = [os.path.getmtime(tmp_path / "a" / f"run{r}" / "run.json") for r in (0, 1)]
-    stages.run_stage(_student_config(tiny_bert, runs=3), str(tmp_path / "a"))
-    assert stamps == [os.path.getmtime(tmp_path / "a" / f"run{r}" / "run.json") for r in (0, 1)]
-    assert (tmp_path / "a" / "run2" / "model" / "mh3.json").exists()
+    stamps = [os.path.getmtime(done / f"run{r}" / "run.json") for r in (0, 1)]
+    stages.run_stage(_student_config(tiny_bert, runs=3), str(done))
+    assert stamps == [os.path.getmtime(done / f"run{r}" / "run.json") for r in (0, 1)]
+    assert (done / "run2" / "model" / "mh3.json").exists()
+    rows = list(csv.DictReader(open(done / "results.csv")))
+    assert [r["seed"] for r in rows if r["split"] == "test" and r["model"] == "student"] == [
+        "0", "1", "2"
+    ]  # fmt: skip
 
     # The option for teacher variance: every run trains its own teacher with seed + run.
     stages.run_stage(_student_config(tiny_bert, runs=2, retrain_teachers=True), str(tmp_path / "b"))

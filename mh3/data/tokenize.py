@@ -9,6 +9,8 @@ whole words, as in preprocessing. The model's word embeddings must then have at 
 """
 
 import dataclasses
+import json
+import os
 
 import numpy as np
 from absl import logging
@@ -45,11 +47,29 @@ class Tokenizer:
         self.hf.save_pretrained(folder)
 
 
-def _auto_tokenizer(folder: str):
-    from transformers import AutoTokenizer
+def _tokenizer_class(folder: str):
+    """The class `tokenizer_config.json` in `folder` names, imported on its own; else
+    AutoTokenizer.
+
+    AutoTokenizer picks the same class, but importing it pulls in transformers' model
+    configuration code and with it torch: 4.1 s against 2.2 s for BertTokenizer alone, paid by
+    every stage process (2-core AMD EPYC Zen 4)."""
+    import transformers
 
     try:
-        hf = AutoTokenizer.from_pretrained(folder)
+        with open(os.path.join(folder, "tokenizer_config.json")) as f:
+            name = json.load(f).get("tokenizer_class")
+    except (OSError, ValueError, AttributeError):
+        name = None  # a hub name, or no usable config: AutoTokenizer sorts it out
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedTokenizerBase):
+        return cls
+    return transformers.AutoTokenizer
+
+
+def _auto_tokenizer(folder: str):
+    try:
+        hf = _tokenizer_class(folder).from_pretrained(folder)
     except (OSError, ValueError) as e:
         raise UserError(
             f"cannot load a tokenizer from {folder!r}: {str(e).splitlines()[0]}"
