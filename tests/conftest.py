@@ -5,6 +5,7 @@ session's compilation cache folder.
 """
 
 import atexit
+import fcntl
 import os
 import shutil
 import sys
@@ -42,41 +43,64 @@ if ROOT not in sys.path:
 import pytest  # noqa: E402  (after the environment set-up above, on purpose)
 
 
+def once_per_session(tmp_path_factory, name: str, make) -> str:
+    """Runs `make(folder)` once for the whole test session, pytest-xdist workers included, and
+    returns the folder. The first worker to ask makes it under the session's shared temporary
+    folder while holding a lock; the others wait, then reuse it. Tests only read what it made.
+
+    Why: a session fixture runs once per worker, and the smoke students below cost ~35 s."""
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent  # this session's folder, shared by its workers (pytest-N/)
+    folder = root / name
+    with open(root / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not (folder / ".made").exists():
+            shutil.rmtree(folder, ignore_errors=True)  # a failed attempt's leftovers
+            folder.mkdir()
+            make(folder)
+            (folder / ".made").touch()
+    return str(folder)
+
+
 @pytest.fixture(scope="session")
 def tiny_bert(tmp_path_factory):
     """A tiny random BERT (hidden 32, 2 layers) with MiniLM's real uncased tokenizer."""
-    import torch
-    import transformers as hf
 
-    from mh3.weights import resolve_checkpoint
+    def make(folder):
+        import torch
+        import transformers as hf
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    torch.manual_seed(0)
-    config = hf.BertConfig(
-        vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=37,
-    )  # fmt: skip
-    hf.BertModel(config).save_pretrained(folder)
-    hf.AutoTokenizer.from_pretrained(resolve_checkpoint("minilm")).save_pretrained(folder)
-    return str(folder)
+        from mh3.weights import resolve_checkpoint
+
+        torch.manual_seed(0)
+        config = hf.BertConfig(
+            vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+            intermediate_size=37,
+        )  # fmt: skip
+        hf.BertModel(config).save_pretrained(folder)
+        hf.AutoTokenizer.from_pretrained(resolve_checkpoint("minilm")).save_pretrained(folder)
+
+    # Shared by the workers too: the path is part of the configs of the students below.
+    return once_per_session(tmp_path_factory, "tiny-bert", make)
 
 
 @pytest.fixture(scope="session")
 def smoke_students(tiny_bert, tmp_path_factory):
     """Finished smoke students of 2 runs each (tiny BERT, one batch shape): with no teachers,
-    and with a tiny text teacher; shared by the report and comparison tests, which only read
-    them."""
+    and with a tiny text teacher; shared by the report, comparison and student tests, which
+    only read them (test_student extends a copy)."""
     from configs import student
     from mh3 import stages
 
-    root = tmp_path_factory.mktemp("students")
-    out = {}
-    for teachers in ("none", "text"):
-        config = student.get_config(
-            f"teachers={teachers},smoke,runs=2,model={tiny_bert},text_model={tiny_bert}"
-        )
-        for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
-            block.data.bucketing = False  # one batch shape: fewer compiles
-        out[teachers] = str(root / teachers)
-        stages.run_stage(config, out[teachers])
-    return out
+    def make(root):
+        for teachers in ("none", "text"):
+            config = student.get_config(
+                f"teachers={teachers},smoke,runs=2,model={tiny_bert},text_model={tiny_bert}"
+            )
+            for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
+                block.data.bucketing = False  # one batch shape: fewer compiles
+            stages.run_stage(config, str(root / teachers))
+
+    root = once_per_session(tmp_path_factory, "students", make)
+    return {teachers: os.path.join(root, teachers) for teachers in ("none", "text")}
