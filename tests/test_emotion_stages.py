@@ -70,7 +70,12 @@ def test_table_is_frozen_through_the_training_core():
 @pytest.fixture(scope="module")
 def teacher_run(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("teacher_emotion"))
-    proc = launch("--config=configs/teacher_emotion.py:smoke", f"--workdir={workdir}")
+    # One batch shape (the embedding stage takes this data block too), as in every emotion run
+    # below and in test_student's pipeline: they share compiled programs (conftest's cache).
+    proc = launch(
+        "--config=configs/teacher_emotion.py:smoke", f"--workdir={workdir}",
+        "--config.data.bucketing=false",
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     return workdir
 
@@ -137,6 +142,7 @@ def teacher_emotion_config(**overrides):
     from configs import teacher_emotion as teacher_cfg
 
     config = teacher_cfg.get_config("smoke")
+    config.data.bucketing = False  # as the module's launch.py run
     for key, value in overrides.items():
         block, _, name = key.rpartition(".")
         (config[block] if block else config)[name] = value
@@ -211,6 +217,7 @@ def test_only_process_0_writes_the_products(teacher_run, tmp_path, monkeypatch):
     monkeypatch.setattr(parallel, "process_index", lambda: 1)
     monkeypatch.setattr(parallel, "process_count", lambda: 2)
     emb = emb_cfg.get_config("smoke")
+    emb.data.bucketing = False
     emb.train.num_steps = 1
     results = emotion_embeddings.run(emb, str(tmp_path / "emb"))
     assert not os.path.exists(results["table"])
