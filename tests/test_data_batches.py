@@ -213,3 +213,30 @@ def test_dreaddit_bucketing_halves_padding():
     tokens = stats["train_epoch_tokens"]
     assert tokens["padded_max_len"] >= 2 * tokens["padded_bucketed"]
     assert stats["distinct_shapes"]["all"] <= 8
+
+
+def test_tokenizer_is_autotokenizers_class_loaded_without_torch(tiny_bert, tmp_path):
+    """build_tokenizer imports the class tokenizer_config.json names, not AutoTokenizer (whose
+    import pulls in torch: ~2 s of every stage's start), and gets the class AutoTokenizer
+    would; a folder without that file still loads, through AutoTokenizer."""
+    import shutil
+
+    import transformers
+
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    shutil.copy(os.path.join(tiny_bert, "tokenizer.json"), bare)
+    script = f"""if True:
+        import sys
+        from mh3.data import tokenize
+        tok = tokenize.build_tokenizer({tiny_bert!r})
+        print(type(tok.hf).__name__, "torch" in sys.modules)
+        print(tokenize.build_tokenizer({str(bare)!r}).hf("an _URL_ xD")["input_ids"])
+    """
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    first, second = done.stdout.strip().splitlines()
+    auto = transformers.AutoTokenizer.from_pretrained(tiny_bert)
+    assert first == f"{type(auto).__name__} False"
+    assert second == str(data.build_tokenizer(tiny_bert).hf("an _URL_ xD")["input_ids"])
