@@ -85,21 +85,30 @@ def tiny_bert(tmp_path_factory):
     return once_per_session(tmp_path_factory, "tiny-bert", make)
 
 
+def smoke_student_config(tiny_bert: str, teachers: str = "text", **overrides):
+    """A smoke student config on the tiny BERT in one batch shape (fewer compiles), teacher
+    included; `overrides` are top-level keys (runs, retrain_teachers)."""
+    from configs import student
+
+    config = student.get_config(
+        f"teachers={teachers},smoke,model={tiny_bert},text_model={tiny_bert}"
+    )
+    for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
+        block.data.bucketing = False
+    config.update(overrides)
+    return config
+
+
 @pytest.fixture(scope="session")
 def smoke_students(tiny_bert, tmp_path_factory):
     """Finished smoke students of 2 runs each (tiny BERT, one batch shape): with no teachers,
     and with a tiny text teacher; shared by the report, comparison and student tests, which
     only read them (test_student extends a copy)."""
-    from configs import student
     from mh3 import stages
 
     def make(root):
         for teachers in ("none", "text"):
-            config = student.get_config(
-                f"teachers={teachers},smoke,runs=2,model={tiny_bert},text_model={tiny_bert}"
-            )
-            for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
-                block.data.bucketing = False  # one batch shape: fewer compiles
+            config = smoke_student_config(tiny_bert, teachers, runs=2)
             stages.run_stage(config, str(root / teachers))
 
     root = once_per_session(tmp_path_factory, "students", make)

@@ -4,6 +4,7 @@ import csv
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -219,8 +220,6 @@ def test_tokenizer_is_autotokenizers_class_loaded_without_torch(tiny_bert, tmp_p
     """build_tokenizer imports the class tokenizer_config.json names, not AutoTokenizer (whose
     import pulls in torch: ~2 s of every stage's start), and gets the class AutoTokenizer
     would; a folder without that file still loads, through AutoTokenizer."""
-    import shutil
-
     import transformers
 
     bare = tmp_path / "bare"

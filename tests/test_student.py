@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, smoke_student_config
 from test_tracking import records, scalars
 
 from configs import common
@@ -212,7 +212,9 @@ def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, smoke_students, t
     again through launch.py, killed (SIGKILL) once, then rerun: the same results.csv and
     report.md, and the finished teacher left alone."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    done = pathlib.Path(smoke_students["text"])  # its config: pipeline_args(teachers="text")
+    done = pathlib.Path(
+        smoke_students["text"]
+    )  # the config pipeline_args(teachers="text", runs=2) gives
 
     killed = tmp_path / "killed"
     args = pipeline_args(tiny_bert, killed, teachers="text", runs=2)
@@ -238,23 +240,13 @@ def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, smoke_students, t
     assert "SYNTHETIC" in report and "| student | 2 |" in report
 
 
-def _student_config(tiny_bert, **kw):
-    from configs import student
-
-    config = student.get_config(f"teachers=text,smoke,model={tiny_bert},text_model={tiny_bert}")
-    for c in (config, config.teacher_text):
-        c.data.bucketing = False  # one batch shape: fewer compiles
-    config.update(kw)
-    return config
-
-
 def test_teachers_are_trained_once_and_shared_by_the_student_runs(
     tiny_bert, smoke_students, tmp_path
 ):
     from mh3 import stages
 
     # The session's finished smoke student (a text teacher, 2 runs; conftest), copied: the
-    # report and comparison tests read the original. Its config is `_student_config(runs=2)`.
+    # report and comparison tests read the original. Its config is `smoke_student_config(runs=2)`.
     done = tmp_path / "a"
     shutil.copytree(smoke_students["text"], done)
     assert sorted(p.name for p in (done / "teachers").iterdir()) == ["text"]
@@ -267,7 +259,7 @@ def test_teachers_are_trained_once_and_shared_by_the_student_runs(
     assert "ddof=1" in (done / "report.md").read_text()
     # Two more runs keep the finished ones (each run is bound to its seed, not the run count).
     stamps = [os.path.getmtime(done / f"run{r}" / "run.json") for r in (0, 1)]
-    stages.run_stage(_student_config(tiny_bert, runs=3), str(done))
+    stages.run_stage(smoke_student_config(tiny_bert, runs=3), str(done))
     assert stamps == [os.path.getmtime(done / f"run{r}" / "run.json") for r in (0, 1)]
     assert (done / "run2" / "model" / "mh3.json").exists()
     rows = list(csv.DictReader(open(done / "results.csv")))
@@ -276,7 +268,8 @@ def test_teachers_are_trained_once_and_shared_by_the_student_runs(
     ]  # fmt: skip
 
     # The option for teacher variance: every run trains its own teacher with seed + run.
-    stages.run_stage(_student_config(tiny_bert, runs=2, retrain_teachers=True), str(tmp_path / "b"))
+    config = smoke_student_config(tiny_bert, runs=2, retrain_teachers=True)
+    stages.run_stage(config, str(tmp_path / "b"))
     seeds = [
         json.loads((tmp_path / "b" / "teachers" / f"text-run{r}" / "config.json").read_text())
         for r in (0, 1)
@@ -285,7 +278,8 @@ def test_teachers_are_trained_once_and_shared_by_the_student_runs(
 
 
 def test_a_rerun_reports_every_stage_cached(tiny_bert, whole):
-    # Last in this file: the killed test above compares its report with this workdir's.
+    # Last in this file: it rewrites this workdir's report and adds to its logs, which the
+    # tests above read.
     workdir, _ = whole
     os.remove(workdir / "results.json")  # only the report is redone: the rest is read back
     env = dict(os.environ, HF_HUB_OFFLINE="1")
