@@ -173,9 +173,11 @@ def torch_model(config):
     if isinstance(config, ASTConfig):
         from mh3.weights import ast as ast_weights
 
-        return transformers.ASTForAudioClassification(
-            ast_weights.hf_config(config, attn_implementation="sdpa")
-        ).train()
+        fields = ast_weights.hf_config(config)
+        hf_config = transformers.AutoConfig.for_model(
+            fields.pop("model_type"), **fields, attn_implementation="sdpa"
+        )
+        return transformers.ASTForAudioClassification(hf_config).train()
     hf_config = transformers.BertConfig(
         vocab_size=config.vocab_size,
         hidden_size=config.hidden_size,

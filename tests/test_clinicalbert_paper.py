@@ -52,7 +52,7 @@ def test_paper_distilbert_keeps_gelu_and_ties_attention_dropout(folders):
         folders["distilbert"], dropout=dropout, attention_dropout=dropout
     )
     exported = weights.bert.hf_config(got)
-    assert (exported.activation, exported.dropout, exported.attention_dropout) == (
+    assert (exported["activation"], exported["dropout"], exported["attention_dropout"]) == (
         ref.activation, ref.dropout, ref.attention_dropout,
     )  # fmt: skip
 

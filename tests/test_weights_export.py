@@ -9,6 +9,8 @@ Logit comparisons are measured max abs diffs on a padded batch.
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -242,3 +244,40 @@ def test_errors(exported, tmp_path):
     with pytest.raises(ValueError, match="index.json"):
         save_hf(str(tmp_path), model, params, id2label=LABELS)
     assert not (tmp_path / "config.json").exists()  # nothing written by the refused calls
+
+
+def test_exports_and_the_tiny_random_ast_need_no_torch(tiny_bert, tmp_path):
+    """save_hf writes config.json as a dict (transformers' config classes import torch, ~3 s of
+    every exporting stage), and the demo's tiny random AST is drawn without torch; both still
+    load in transformers, the AST with the logits mh3 computes from the same folder."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    script = f"""if True:
+        import sys
+        from configs import teacher_audio
+        from mh3.stages import teacher_audio as stage
+        from mh3.weights import from_hf, save_hf
+        model, params = from_hf({tiny_bert!r}, num_labels=2)
+        save_hf({str(tmp_path / "bert")!r}, model, params, id2label=["a", "b"])
+        print(stage.checkpoint(teacher_audio.get_config("smoke"), {str(tmp_path)!r}, seed=3))
+        print("torch" in sys.modules)
+    """
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True,
+                          text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    ast_folder, torch_imported = done.stdout.strip().splitlines()[-2:]
+    assert torch_imported == "False"
+    bert = load_in_transformers(hf.AutoModelForSequenceClassification, str(tmp_path / "bert"))
+    assert type(bert) is hf.BertForSequenceClassification
+    assert bert.config.id2label == {0: "a", 1: "b"}
+    ast = load_in_transformers(hf.ASTForAudioClassification, ast_folder)
+    model, params = from_hf(ast_folder)
+    assert ast.config.num_attention_heads == model.config.num_attention_heads == 1
+    shape = (2, model.config.max_length, model.config.num_mel_bins)
+    x = np.random.default_rng(0).normal(size=shape).astype(np.float32)
+    ours = model.apply({"params": params}, {"input_values": jnp.asarray(x)}, train=False)[0]
+    with torch.no_grad():
+        theirs = ast(torch.from_numpy(x)).logits.numpy()
+    assert maxdiff(ours, theirs) <= 1e-5
+    assert np.ptp(theirs, axis=0).max() > 0  # random weights: the two inputs differ
+    tokens = params["embeddings"]["position_embeddings"]
+    assert 0.015 < float(np.std(tokens)) < 0.025  # the random table, not HF's zeros

@@ -13,12 +13,15 @@ import os
 import shutil
 import tempfile
 
+import jax
 import ml_collections
+import numpy as np
 from absl import logging
 
 from mh3 import data, files, stages, weights
 from mh3.audio import teacher
 from mh3.errors import UserError
+from mh3.models.ast import ASTClassifier, ASTConfig
 from mh3.stages import tts as tts_stage
 from mh3.train import parallel, recipe
 
@@ -103,22 +106,26 @@ def checkpoint(config, workdir: str, seed: int) -> str:
     wanted = {**config.model.tiny, "num_mel_bins": config.audio.num_mel_bins}
     if _holds_tiny(folder, wanted):
         return folder
-    import torch  # only this demo path needs torch
-    import transformers as hf
+    settings = ASTConfig(**wanted, num_labels=2)  # HF's defaults elsewhere, as its ASTConfig
+    model = ASTClassifier(settings)
+    # Only the shapes from flax (0.2 s; running the init takes 2-4 s): values drawn as HF
+    # initialises an AST, N(0, initializer_range) weights, zero biases and unit LayerNorm
+    # scales, except that the CLS/distillation tokens and the position table (zeros in HF) are
+    # random too, so the demo exercises what a pretrained table goes through (resample/zeros).
+    shapes = jax.eval_shape(model.init, jax.random.PRNGKey(0), weights.ast.example_batch(settings))
+    rng = np.random.default_rng(seed)
 
-    torch.manual_seed(seed)
-    hf_config = hf.ASTConfig(**config.model.tiny, num_mel_bins=config.audio.num_mel_bins)
-    model = hf.ASTForAudioClassification(hf_config).eval()
-    with torch.no_grad():
-        # HF starts the CLS/distillation tokens and the position table at zero; random values
-        # make the demo exercise what a pretrained table goes through (resample or zeros).
-        for name, p in model.named_parameters():
-            if "token" in name or "position" in name:
-                p.normal_(0.0, hf_config.initializer_range)
+    def draw(path, leaf):
+        name = path[-1].key
+        if name in ("bias", "scale"):
+            return np.full(leaf.shape, 1.0 if name == "scale" else 0.0, np.float32)
+        return (settings.initializer_range * rng.standard_normal(leaf.shape)).astype(np.float32)
+
+    params = jax.tree_util.tree_map_with_path(draw, shapes["params"])
     os.makedirs(workdir, exist_ok=True)
     tmp = tempfile.mkdtemp(prefix=".tiny-ast-", dir=workdir)
     try:
-        model.save_pretrained(tmp)
+        weights.save_hf(tmp, model, params, id2label=["LABEL_0", "LABEL_1"])  # HF's default names
         # One made for other config.model.tiny settings (an earlier run) goes: its architecture
         # would not be the one asked for.
         shutil.rmtree(folder, ignore_errors=True)

@@ -17,6 +17,7 @@ that `from_hf` reads back to the same params bit for bit. Names come from the fa
 checked against its `rename` for every tensor, and layouts from the inverse of the leaf rules.
 """
 
+import importlib.metadata
 import json
 import os
 import re
@@ -288,16 +289,15 @@ def save_hf(folder: str, model, params, *, id2label: Mapping[int, str] | Sequenc
 
     labels = {"id2label": names, "label2id": {name: i for i, name in names.items()}}
     hf = family.hf_config(config, **labels, dtype="float32")
-    # HF's own JSON form of the config (every key of the class, with its defaults).
-    hf_dict = json.loads(hf.to_json_string(use_diff=False))
+    hf["transformers_version"] = importlib.metadata.version("transformers")  # as HF writes it
 
     from safetensors.numpy import save_file
 
     # "pt": the tensors are in PyTorch's layout; HF loaders check this metadata.
     write_weights = lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"})
     files.atomic_write(os.path.join(folder, "model.safetensors"), write_weights)
-    files.write_json(os.path.join(folder, "config.json"), hf_dict)
-    logging.info("wrote %s (%d tensors, %s)", folder, len(tensors), hf.architectures[0])
+    files.write_json(os.path.join(folder, "config.json"), hf)
+    logging.info("wrote %s (%d tensors, %s)", folder, len(tensors), hf["architectures"][0])
 
 
 def grow_vocab(model, params, new_vocab_size: int, *, seed: int):

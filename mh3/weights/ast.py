@@ -148,18 +148,23 @@ def hf_key(path: tuple[str, ...], config: ASTConfig) -> str:
     return key if path[0] in HEADS else f"audio_spectrogram_transformer.{key}"
 
 
-def hf_config(config: ASTConfig, **extra):
-    """Our settings -> `transformers.ASTConfig` for ASTForAudioClassification; inverts `make_config`.
+def hf_config(config: ASTConfig, **extra) -> dict:
+    """Our settings -> the config.json (a dict) of ASTForAudioClassification; inverts
+    `make_config` (a dict for the reason given in mh3/weights/bert.py's `hf_config`).
 
     `max_length` is the one the params were built for, so HF sizes the position table (one row
     per patch of the `max_length` x `num_mel_bins` grid, plus two) exactly as ours, also after a
     `max_length` override resampled or zeroed it. `extra` (`id2label`, `label2id`, `dtype`) goes
-    to the config as is.
+    in as is.
     """
-    import transformers  # config classes only; deferred because the import is slow
-
     fields = {k: getattr(config, k) for k in _FIELDS}
-    return transformers.ASTConfig(**fields, qkv_bias=True, **extra, architectures=[ARCHITECTURE])
+    return {
+        "model_type": MODEL_TYPES[0],
+        "architectures": [ARCHITECTURE],
+        **fields,
+        "qkv_bias": True,
+        **extra,
+    }
 
 
 def build(config: ASTConfig, dtype=jnp.float32) -> ASTClassifier:

@@ -4,7 +4,7 @@ A family module for `mh3.weights.from_hf` provides: `MODEL_TYPES`, `OVERRIDES`, 
 `make_config`, `strip_prefix`, `rename`, `build`, `example_batch` and, when a checkpoint tensor
 may need reshaping for the requested settings, `adapt_tensors` (see mh3/weights/ast.py).
 For `mh3.weights.save_hf` it also provides the way back: `MODULE`, `hf_config` (our settings ->
-an HF config) and `hf_key` (our parameter path -> HF tensor name, the inverse of `rename`).
+HF's config.json) and `hf_key` (our parameter path -> HF tensor name, the inverse of `rename`).
 """
 
 import re
@@ -170,18 +170,19 @@ def _swap(key: str, names: dict[str, str]) -> str:
     return re.sub("|".join(map(re.escape, pieces)), lambda m: names[m.group()], key)
 
 
-def hf_config(config: BertConfig, **extra):
-    """Our settings -> the `transformers` config of the matching *ForSequenceClassification.
+def hf_config(config: BertConfig, **extra) -> dict:
+    """Our settings -> the config.json (a dict) of the matching HF *ForSequenceClassification.
 
     Inverts `make_config`: every setting that changes the forward pass is written (DistilBERT's
-    under its own key names); `extra` (`id2label`, `label2id`, `dtype`) goes to the config as is.
+    under its own key names), with `model_type` and `architectures`; HF fills the keys left out
+    with its class defaults when it loads the folder. `extra` (`id2label`, `label2id`, `dtype`)
+    goes in as is. A plain dict, not transformers' config class: importing those imports torch
+    (about 3 s), which nothing else in an export needs.
 
     Raises:
       ValueError: settings HF's model of this family cannot express (a BERT head without a
         pooler, a RoBERTa or DistilBERT pooler, DistilBERT token types or LayerNorm epsilon).
     """
-    import transformers  # config classes only; deferred because the import is slow
-
     family = config.family
     if config.pooler != (family == "bert"):
         raise ValueError(
@@ -199,11 +200,9 @@ def hf_config(config: BertConfig, **extra):
         fields.update({k: getattr(config, k) for k in _SHARED_DISTIL_KEYS})
         # HF's DistilBERT takes the head dropout as a number; ours may say "same as hidden".
         fields["seq_classif_dropout"] = config.head_dropout
-        config_class = transformers.DistilBertConfig
     else:
         fields = {k: getattr(config, k) for k in _BERT_KEYS}
-        config_class = transformers.BertConfig if family == "bert" else transformers.RobertaConfig
-    return config_class(**fields, **extra, architectures=[ARCHITECTURES[family]])
+    return {"model_type": family, "architectures": [ARCHITECTURES[family]], **fields, **extra}
 
 
 def strip_prefix(key: str) -> str:
