@@ -48,6 +48,9 @@ SIZES = {
                             intermediate_size=1536)),  # all-MiniLM-L6-v2's shape
     "base": ("bert", _BASE),  # bert-base-uncased's shape
     "ast": ("ast", dict(_BASE, max_length=1024, num_mel_bins=128)),  # MIT/ast-*-audioset
+    # The demo's tiny random AST (configs/teacher_audio.py: config.model.tiny, 512 frames).
+    "ast-demo": ("ast", dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=1,
+                             intermediate_size=64, max_length=512, num_mel_bins=128)),
     "tiny": ("bert", dict(_TINY, vocab_size=2000)),  # tests
     "ast-tiny": ("ast", dict(_TINY, max_length=64, num_mel_bins=32)),  # tests
 }  # fmt: skip
