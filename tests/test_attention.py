@@ -2,8 +2,9 @@
 and gradients as the batched softmax attention, masks included; when SelfAttention uses it; and
 that mh3.bench still counts every example's attention FLOPs.
 
-The parity of whole models with HF PyTorch (tests/test_bert.py, tests/test_ast.py, gradients
-included) runs through it too, because their evaluation has no attention dropout.
+The parity tests of whole models with HF PyTorch run through it too, because their evaluation
+has no attention dropout: the logits in tests/test_bert.py and tests/test_ast.py, and BERT's
+gradients against torch autograd.
 """
 
 import functools
@@ -16,6 +17,7 @@ import pytest
 
 from mh3 import bench
 from mh3.models import transformer
+from mh3.models.ast import ASTClassifier
 from mh3.train import parallel, steps
 from mh3.train import state as state_lib
 
@@ -85,7 +87,7 @@ def test_bench_counts_every_examples_attention():
     (4 examples per device) would show only one example's attention."""
     config = bench.make_config("ast-tiny")
     host_batch = bench.make_batch(config, 4 * parallel.device_count(), 0)
-    model = bench.ASTClassifier(config)
+    model = ASTClassifier(config)
     params = model.init(jax.random.PRNGKey(0), {"input_values": host_batch["input_values"][:1]})
     state = state_lib.create(model.apply, params["params"], optax.adam(1e-4), jax.random.PRNGKey(1))
     state, batch = parallel.replicate(state), parallel.shard(host_batch)
