@@ -145,7 +145,7 @@ def time_mh3(config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_st
     )
     holder = {"state": parallel.replicate(state)}
     batch = parallel.shard(host_batch)
-    p_train.lower(holder["state"], batch).compile()
+    p_train.lower(holder["state"], batch).compile()  # compiled here, not in a timed step
     flops = step_flops(holder["state"], batch)
 
     def step():

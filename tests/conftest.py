@@ -85,14 +85,18 @@ def tiny_bert(tmp_path_factory):
     return once_per_session(tmp_path_factory, "tiny-bert", make)
 
 
+def smoke_student_args(tiny_bert: str, teachers: str) -> str:
+    """configs/student.py's arguments for a smoke student on the tiny BERT (the same for
+    launch.py's `--config=configs/student.py:ARGS` and `smoke_student_config`)."""
+    return f"teachers={teachers},smoke,model={tiny_bert},text_model={tiny_bert}"
+
+
 def smoke_student_config(tiny_bert: str, teachers: str = "text", **overrides):
     """A smoke student config on the tiny BERT in one batch shape (fewer compiles), teacher
     included; `overrides` are top-level keys (runs, retrain_teachers)."""
     from configs import student
 
-    config = student.get_config(
-        f"teachers={teachers},smoke,model={tiny_bert},text_model={tiny_bert}"
-    )
+    config = student.get_config(smoke_student_args(tiny_bert, teachers))
     for block in [config] + ([config.teacher_text] if "teacher_text" in config else []):
         block.data.bucketing = False
     config.update(overrides)

@@ -20,7 +20,7 @@ import jax
 import ml_collections
 import numpy as np
 import pytest
-from conftest import ROOT, smoke_student_config
+from conftest import ROOT, smoke_student_args, smoke_student_config
 from test_tracking import records, scalars
 
 from configs import common
@@ -87,8 +87,7 @@ def pipeline_args(tiny_bert, workdir, teachers="text+emotion", runs=1):
     return [
         sys.executable,
         os.path.join(ROOT, "launch.py"),
-        f"--config=configs/student.py:teachers={teachers},smoke,runs={runs},model={tiny_bert},"
-        f"text_model={tiny_bert}",
+        f"--config=configs/student.py:{smoke_student_args(tiny_bert, teachers)},runs={runs}",
         f"--workdir={workdir}",
         # One batch shape per model: fewer programs to trace (bucketing has its own tests).
         "--config.data.bucketing=false",
@@ -212,9 +211,8 @@ def test_killed_pipeline_resumes_to_the_same_report(tiny_bert, smoke_students, t
     again through launch.py, killed (SIGKILL) once, then rerun: the same results.csv and
     report.md, and the finished teacher left alone."""
     env = dict(os.environ, HF_HUB_OFFLINE="1")
-    done = pathlib.Path(
-        smoke_students["text"]
-    )  # the config pipeline_args(teachers="text", runs=2) gives
+    # The config that pipeline_args(teachers="text", runs=2) gives.
+    done = pathlib.Path(smoke_students["text"])
 
     killed = tmp_path / "killed"
     args = pipeline_args(tiny_bert, killed, teachers="text", runs=2)

@@ -182,7 +182,7 @@ class SelfAttention(nn.Module):
         if no_dropout and _EXAMPLE_LOOP.get() and jax.default_backend() == "cpu":
             out = example_by_example_attention(q, k, v, bias)
         else:
-            probs = _probabilities(q, k, bias)
+            probs = jax.nn.softmax(_scores(q, k, bias), axis=-1)
             probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
             out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
         return out.reshape(b, length, d)
@@ -194,10 +194,6 @@ def _scores(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
     scores = jnp.einsum("...qhd,...khd->...hqk", q, k, preferred_element_type=jnp.float32)
     scores = scores / jnp.sqrt(jnp.float32(q.shape[-1]))
     return scores if bias is None else scores + bias
-
-
-def _probabilities(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
-    return jax.nn.softmax(_scores(q, k, bias), axis=-1)
 
 
 @contextlib.contextmanager
