@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import ROOT
@@ -34,6 +35,29 @@ def test_describe_stage_runs_and_writes_workdir(tiny_bert, tmp_path):
     # Same config again: the finished stage is not rerun (results are reused as they are).
     again = launch(f"--config=configs/describe.py:model={tiny_bert}", f"--workdir={workdir}")
     assert again.returncode == 0 and "parameters" not in again.stdout
+
+
+def test_describe_needs_no_torch_and_names_a_missing_tokenizer(tiny_bert, tmp_path):
+    """A safetensors checkpoint is described without importing torch (its tokenizer loads as
+    training loads it); a checkpoint without tokenizer files ends in one error line (transformers
+    alone would make a tokenizer of its special tokens and map every word to [UNK])."""
+    args = [f"--config=configs/describe.py:model={tiny_bert}", f"--workdir={tmp_path / 'wd'}"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
+    run = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "launch.py"),
+                          *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()
+                if line.startswith("import time:")}  # fmt: skip
+    assert "transformers" in imported and "torch" not in imported
+    bare = tmp_path / "no-tokenizer"
+    bare.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (bare / name).write_bytes((Path(tiny_bert) / name).read_bytes())
+    bad = launch(f"--config=configs/describe.py:model={bare}", f"--workdir={tmp_path / 'wd2'}")
+    lines = [line for line in bad.stderr.splitlines() if line.strip()]
+    assert bad.returncode == 2 and len(lines) == 1, bad.stderr[-2000:]
+    assert lines[0].startswith("error: ") and "no tokenizer files" in lines[0]
+    assert not (tmp_path / "wd2" / "results.json").exists()
 
 
 @pytest.mark.parametrize(

@@ -77,6 +77,13 @@ def _auto_tokenizer(folder: str):
         ) from None
     if not getattr(hf, "is_fast", False):
         raise UserError(f"{folder}: mh3 needs a fast (tokenizer.json) tokenizer")
+    # transformers 5 builds a tokenizer of special tokens alone for a folder without tokenizer
+    # files (no error), which would turn every word into [UNK].
+    if len(hf.get_vocab()) <= len(hf.all_special_tokens):
+        raise UserError(
+            f"{folder}: no tokenizer files (tokenizer.json, or vocab.txt / vocab.json); copy them "
+            "from the checkpoint this model came from"
+        )
     if hf.pad_token_id is None:
         raise UserError(f"{folder}: the tokenizer has no pad token")
     return hf

@@ -6,15 +6,17 @@ and reports the numbers a user checks first: parameter count, architecture, outp
 
 import jax
 import numpy as np
-import transformers
 
+from mh3.data.tokenize import load_tokenizer
 from mh3.weights import from_hf, resolve_checkpoint
 
 
 def run(config, workdir: str) -> dict:
     del workdir  # describe writes only config.json and results.json (done by run_stage)
     model, params = from_hf(config.model, num_labels=config.num_labels or None, seed=config.seed)
-    tokenizer = transformers.AutoTokenizer.from_pretrained(resolve_checkpoint(config.model))
+    # The checkpoint's own tokenizer, loaded as training loads it: the class its
+    # tokenizer_config.json names (no torch import) and one error line for a folder without one.
+    tokenizer = load_tokenizer(resolve_checkpoint(config.model)).hf
     batch = dict(tokenizer([config.sentence], return_tensors="np"))
     batch = {k: v.astype(np.int32) for k, v in batch.items()}
     logits, out = model.apply({"params": params}, batch, train=False)
