@@ -13,14 +13,18 @@ attention, random weights):
   projection, residual, LayerNorm);
 - `mlp`: one layer's intermediate dense + activation + output dense, residual, LayerNorm;
 - `layer`: one whole encoder layer (attention + mlp);
-- `adam`: one Adam update of every parameter of the classifier (optax vs torch.optim.Adam).
+- `adam`: one Adam update of every parameter of the classifier (optax vs torch.optim.Adam);
+- `dense matmuls`: only the matrix products of one layer's six dense layers (q, k, v, attention
+  output, intermediate, output), each's forward x W and backward x^T dy and dy W^T, nothing
+  around them: what the layer costs at the library's matmul speed.
 
 Dropout is off on both sides (PyTorch's costs it more than mh3's hashed masks, see README
 "Performance"; here the question is the compute). The two sides alternate call by call in one
 process and each cell is the fastest of `--steps` calls, which is the least disturbed by
-other jobs on a shared machine. The last row, `step estimate`, is embeddings + layers x layer
-+ adam. It prints a table and, with --workdir, writes `DIR/parts.json` (host, versions,
-XLA_FLAGS and every sample, one entry per size).
+other jobs on a shared machine. Two rows follow: `step estimate` is embeddings + layers x
+layer + adam; `matmul floor` is layers x dense matmuls, a lower bound of each side's step (its
+dense layers' matmuls alone, everything else free). It prints a table and, with --workdir,
+writes `DIR/parts.json` (host, versions, XLA_FLAGS and every sample, one entry per size).
 """
 
 import copy
@@ -82,7 +86,29 @@ def _mh3_parts(cfg: bert.BertConfig, ids: np.ndarray, x: np.ndarray) -> dict:
         holder["p"], holder["s"] = jax.block_until_ready(update(holder["p"], holder["s"], grads))
 
     out["adam"] = adam
+    products = jax.jit(_dense_products)
+    operands = [[jnp.asarray(a) for a in group] for group in _dense_operands(cfg, ids.size)]
+    out["dense matmuls"] = lambda: jax.block_until_ready(products(*operands))
     return out
+
+
+def _dense_products(xs, ws, dys) -> list:
+    """Each dense layer's three matrix products in a training step: the forward x W and the
+    kernel and input gradients x^T dy and dy W^T (jax or torch arrays alike)."""
+    return [p for x, w, dy in zip(xs, ws, dys, strict=True) for p in (x @ w, x.T @ dy, dy @ w.T)]
+
+
+def _dense_operands(cfg: bert.BertConfig, rows: int) -> tuple[list, list, list]:
+    """(inputs, kernels, output gradients) of one layer's six dense layers, random float32."""
+    d, f = cfg.hidden_size, cfg.intermediate_size
+    rng = np.random.default_rng(1)
+    shapes = [(d, d)] * 4 + [(d, f), (f, d)]
+
+    def draw(*shape):
+        return rng.standard_normal(shape, np.float32)
+
+    return ([draw(rows, k) for k, _ in shapes], [draw(k, n) for k, n in shapes],
+            [draw(rows, n) for _, n in shapes])  # fmt: skip
 
 
 class _Mlp(transformer.nn.Module):
@@ -136,6 +162,8 @@ def _torch_parts(cfg: bert.BertConfig, ids: np.ndarray, x: np.ndarray, torch_mod
         p.grad = torch.full_like(p, 1e-3)
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     out["adam"] = opt.step
+    operands = [[torch.from_numpy(a) for a in group] for group in _dense_operands(cfg, ids.size)]
+    out["dense matmuls"] = functools.partial(torch.no_grad()(_dense_products), *operands)
     return out
 
 
@@ -175,6 +203,7 @@ def measure(
     best["step estimate"] = {
         s: best["embeddings"][s] + layers * best["layer"][s] + best["adam"][s] for s in sides
     }
+    best["matmul floor"] = {s: layers * best["dense matmuls"][s] for s in sides}
     report(f"{size} (batch {batch} x {length} tokens, {layers} layers), forward + backward, "
            f"fastest of {repeats}; ratio = torch / mh3 (above 1: mh3 faster)")  # fmt: skip
     report(f"{'part':14} {'mh3 ms':>9} {'torch ms':>9} {'ratio':>6}")

@@ -12,6 +12,8 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 from mh3 import bench
@@ -137,7 +139,8 @@ def test_importing_mh3_sets_the_faster_xla_cpu_default(env, want):
 
 def test_parts_command_times_each_part_on_both_sides(tmp_path):
     """`--parts`: every part timed on both sides, the fastest sample kept, the step estimate
-    is embeddings + layers x layer + adam, and parts.json holds the host and the samples."""
+    is embeddings + layers x layer + adam, the matmul floor layers x the dense layers'
+    matmuls, and parts.json holds the host and the samples."""
     cmd = [sys.executable, "-m", "mh3.bench", "--parts", "--sizes=tiny", "--batch=4",
            "--length=16", "--steps=2", f"--workdir={tmp_path}"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
@@ -146,7 +149,7 @@ def test_parts_command_times_each_part_on_both_sides(tmp_path):
     [entry] = json.loads((tmp_path / "parts.json").read_text())
     assert entry["size"] == "tiny" and entry["batch"] == 4 and entry["length"] == 16
     assert entry["host"]["cpu_model"] and entry["versions"]["torch"]
-    parts = ["embeddings", "attention", "mlp", "layer", "adam"]
+    parts = ["embeddings", "attention", "mlp", "layer", "adam", "dense matmuls"]
     assert list(entry["samples_ms"]) == parts
     for part in parts:
         for side in ("mh3", "torch"):
@@ -156,8 +159,25 @@ def test_parts_command_times_each_part_on_both_sides(tmp_path):
     for side in ("mh3", "torch"):
         want = best["embeddings"][side] + layers * best["layer"][side] + best["adam"][side]
         assert best["step estimate"][side] == pytest.approx(want)
+        assert best["matmul floor"][side] == pytest.approx(layers * best["dense matmuls"][side])
     wrong = subprocess.run([*cmd[:4], "--sizes=ast-tiny"], cwd=ROOT, capture_output=True, text=True)
     assert wrong.returncode != 0 and "BERT sizes only" in wrong.stderr
     unknown = subprocess.run([*cmd[:4], "--sizes=nope"], cwd=ROOT, capture_output=True, text=True)
     assert unknown.returncode != 0 and "unknown size" in unknown.stderr
     assert "Traceback" not in unknown.stderr
+
+
+def test_parts_dense_matmuls_are_the_same_products_on_both_sides():
+    """The matmul floor compares like with like: both sides compute the same 18 products."""
+    import torch
+
+    from mh3 import bench_parts
+
+    cfg = bench.make_config("tiny")
+    xs, ws, dys = bench_parts._dense_operands(cfg, rows=8)
+    ours = bench_parts._dense_products(*[[jnp.asarray(a) for a in g] for g in (xs, ws, dys)])
+    theirs = bench_parts._dense_products(*[[torch.from_numpy(a) for a in g] for g in (xs, ws, dys)])
+    assert len(ours) == len(theirs) == 18
+    assert ours[1].shape == (cfg.hidden_size, cfg.hidden_size)  # a kernel gradient, x^T dy
+    for a, b in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(np.asarray(a), b.numpy(), rtol=1e-4, atol=1e-4)
