@@ -10,10 +10,10 @@ import pytest
 from conftest import ROOT
 
 
-def launch(*args, cwd=ROOT):
+def launch(*args, cwd=ROOT, python_flags=()):
     env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
     return subprocess.run(
-        [sys.executable, os.path.join(ROOT, "launch.py"), *args],
+        [sys.executable, *python_flags, os.path.join(ROOT, "launch.py"), *args],
         cwd=cwd,
         env=env,
         capture_output=True,
@@ -42,9 +42,7 @@ def test_describe_needs_no_torch_and_names_a_missing_tokenizer(tiny_bert, tmp_pa
     training loads it); a checkpoint without tokenizer files ends in one error line (transformers
     alone would make a tokenizer of its special tokens and map every word to [UNK])."""
     args = [f"--config=configs/describe.py:model={tiny_bert}", f"--workdir={tmp_path / 'wd'}"]
-    env = dict(os.environ, HF_HUB_OFFLINE="1", JAX_PLATFORMS="cpu")
-    run = subprocess.run([sys.executable, "-X", "importtime", os.path.join(ROOT, "launch.py"),
-                          *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)  # fmt: skip
+    run = launch(*args, python_flags=("-X", "importtime"))  # the imports' list on stderr
     assert run.returncode == 0, run.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()
                 if line.startswith("import time:")}  # fmt: skip
