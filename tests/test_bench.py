@@ -61,12 +61,14 @@ def test_cpu_suite_command_writes_results_json(tmp_path):
 
 def test_gpu_suite_runs_on_cpu_with_bf16_and_mfu():
     before = jax.config.jax_default_prng_impl
-    lines = []
+    lines, rows_so_far = [], []
     # The AST family at two batches (the command's test above times BERT): compiles are slow.
     results = bench.benchmark(
         "gpu", ["ast-tiny"], ["4", "8"], length=16, n_steps=2, warmup=1,
         prng="threefry2x32", peak_tflops=0.5, report=lines.append,
+        on_row=lambda partial: rows_so_far.append([r["batch"] for r in partial["results"]]),
     )  # fmt: skip
+    assert rows_so_far == [[4], [4, 8]]  # what main rewrites results.json with, row by row
     assert results["suite"] == "gpu" and results["dtype"] == "bfloat16"
     assert results["torch_autocast_bf16"] is True and results["prng"] == "threefry2x32"
     assert results["peak_flops_per_device"] == 0.5e12
