@@ -12,7 +12,8 @@ weights (mh3's Flax model and the HF PyTorch one), then times one full training 
 (forward, backward, Adam update) after warm-up: mh3's pmapped `train_step` (the one every stage
 uses) and PyTorch's `zero_grad / forward / backward / step`, both in this process, in train
 mode. It prints a table (median step time, examples/s, the ratio, GFLOP/s from XLA's cost
-analysis of the traced step, used for both columns; MFU on an accelerator) and, with
+analysis of the traced step, or its jaxpr's products where the backend's analysis has none,
+used for both columns; MFU on an accelerator) and, with
 --workdir, writes `DIR/results.json`: the host (CPU model and flags), library versions,
 XLA_FLAGS, the PRNG and dtype, and per size and batch every timed sample.
 Where a step's time goes, part by part (embeddings, attention, MLP, layer, Adam) against
@@ -27,6 +28,7 @@ import statistics
 import time
 
 import jax
+import jax.extend.core as jax_core
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -94,6 +96,12 @@ _PARTS = flags.DEFINE_bool(
 )
 
 
+FLOPS_XLA = "XLA cost analysis of the traced mh3 train step, attention batched"
+FLOPS_MATMUL = (
+    "matrix products in the mh3 train step's jaxpr (the backend's cost analysis gave none)"
+)
+
+
 def make_config(size: str):
     family, fields = SIZES[size]
     if family == "bert":
@@ -132,7 +140,7 @@ def _times(step, n_warmup: int, n_steps: int) -> list[float]:
 
 
 def time_mh3(config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_steps: int):
-    """(seconds of each timed step, FLOPs per step) of mh3's pmapped train_step."""
+    """(seconds of each timed step, FLOPs per step, their source) of mh3's pmapped train_step."""
     is_ast = isinstance(config, ASTConfig)
     model = (ASTClassifier if is_ast else BertClassifier)(config, dtype=dtype)
     keys = ("input_values",) if is_ast else ("input_ids", "attention_mask")
@@ -146,25 +154,59 @@ def time_mh3(config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_st
     holder = {"state": parallel.replicate(state)}
     batch = parallel.shard(host_batch)
     p_train.lower(holder["state"], batch).compile()  # compiled here, not in a timed step
-    flops = step_flops(holder["state"], batch)
+    flops, source = step_flops(holder["state"], batch)
 
     def step():
         holder["state"], metrics = p_train(holder["state"], batch)
         jax.block_until_ready((metrics["loss"], holder["state"].step))
 
-    return _times(step, warmup, n_steps), flops
+    return _times(step, warmup, n_steps), flops, source
 
 
-def step_flops(state, batch) -> float:
-    """FLOPs of one pmapped train step over all devices: XLA's cost analysis of the step as
-    traced (before XLA's rewrites), with the attention in its batched form, because the cost
-    analysis counts a loop's body once (mh3.models.transformer.batched_attention)."""
+def step_flops(state, batch) -> tuple[float, str]:
+    """(FLOPs of one pmapped train step over all devices, where the number comes from).
+
+    XLA's cost analysis of the step as traced (before XLA's rewrites), with the attention in
+    its batched form, because the cost analysis counts a loop's body once
+    (mh3.models.transformer.batched_attention). Where the backend's analysis gives no FLOPs
+    (jax 0.11.2 on an H200 gave 0.0), the matrix products of the step's jaxpr (matmul_flops)."""
     # A new function object, so that jax traces it again instead of reusing the timed step's.
     p_count = parallel.pmap(functools.partial(steps.train_step, loss_fn=steps.classification_loss))
     with transformer.batched_attention():
         cost = p_count.lower(state, batch).cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    return float((cost or {}).get("flops", 0.0)) * parallel.device_count()
+        cost = cost[0] if isinstance(cost, list | tuple) else cost
+        flops = float((cost or {}).get("flops", 0.0))
+        if flops > 0:
+            return flops * parallel.device_count(), FLOPS_XLA
+        jaxpr = jax.make_jaxpr(p_count)(state, batch)  # the per-device step inside
+    return matmul_flops(jaxpr) * parallel.device_count(), FLOPS_MATMUL
+
+
+def matmul_flops(jaxpr) -> float:
+    """2 x the multiply-adds of every dot_general and convolution in a (Closed)Jaxpr, nested
+    ones included: a scan's body times its length, a cond's costliest branch, a while loop's
+    body once (its trip count is not in the jaxpr). The products are nearly all of a
+    Transformer step's FLOPs; the elementwise rest (softmax, GELU, LayerNorm, Adam) is left
+    out, so this reads a few % below XLA's count on the same step."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)  # ClosedJaxpr -> Jaxpr
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name == "dot_general":
+            (contract, _), _ = eqn.params["dimension_numbers"]
+            lhs = eqn.invars[0].aval.shape
+            total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod([lhs[d] for d in contract])
+        elif name == "conv_general_dilated":
+            # Each output element sums (input features per group) x (kernel window) products.
+            rhs = eqn.invars[1].aval.shape
+            out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
+            total += 2.0 * np.prod(eqn.outvars[0].aval.shape) * np.prod(rhs) / out_features
+        elif name == "cond":
+            total += max(matmul_flops(branch) for branch in eqn.params["branches"])
+        else:
+            inner = sum(matmul_flops(sub) for sub in jax_core.jaxprs_in_params(eqn.params))
+            total += inner * (eqn.params["length"] if name == "scan" else 1)
+    return float(total)
 
 
 def torch_model(config):
@@ -280,9 +322,7 @@ def benchmark(
         "prng": prng, "dtype": dtype, "torch_autocast_bf16": dtype == "bfloat16",
         "donate": donate, "length": length, "steps": n_steps, "warmup": warmup,
         "peak_flops_per_device": peak,
-        "flops_source": (
-            "XLA cost analysis of the traced mh3 train step, attention batched (used for both)"
-        ),
+        "flops_source": "each row's flops_source; mh3's count is used for both columns",
         "results": [],
     }  # fmt: skip
     report(
@@ -313,7 +353,7 @@ def _measure(size, config, b, length, peak, with_torch, *, dtype, donate, warmup
     host = make_batch(config, b, length)
     x = host["input_values"] if "input_values" in host else host["input_ids"]
     row = {"size": size, "family": SIZES[size][0], "config": SIZES[size][1], "batch": b,
-           "input_shape": list(x.shape), "flops_per_step": None, "mh3": None, "torch": None,
+           "input_shape": list(x.shape), "flops_per_step": None, "flops_source": None, "mh3": None, "torch": None,
            "ratio_torch_over_mh3": None}  # fmt: skip
     # PyTorch first: its caching allocator gives the accelerator's memory back when it is done
     # (_free_torch), while XLA's keeps what it took for the rest of the process.
@@ -328,7 +368,7 @@ def _measure(size, config, b, length, peak, with_torch, *, dtype, donate, warmup
         finally:
             _free_torch()
     try:
-        times, row["flops_per_step"] = time_mh3(
+        times, row["flops_per_step"], row["flops_source"] = time_mh3(
             config, host, dtype=jnp.dtype(dtype), donate=donate, warmup=warmup, n_steps=n_steps
         )
         row["mh3"] = _stats(times, b, row["flops_per_step"], peak)

@@ -94,7 +94,9 @@ def test_bench_counts_every_examples_attention():
     p_train = parallel.pmap(functools.partial(steps.train_step, loss_fn=steps.classification_loss))
     looped = p_train.lower(state, batch).cost_analysis()
     looped = float((looped[0] if isinstance(looped, list | tuple) else looped)["flops"])
-    counted = bench.step_flops(state, batch) / parallel.device_count()
+    counted, source = bench.step_flops(state, batch)
+    counted /= parallel.device_count()
+    assert source == bench.FLOPS_XLA
     tokens, d, layers = config.num_positions, config.hidden_size, config.num_hidden_layers
     # The matmuls alone, per example: QK^T and PV forward, four such products backward.
     matmuls = 6 * 2 * tokens * tokens * d * layers
