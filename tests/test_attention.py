@@ -1,6 +1,8 @@
 """The CPU's attention (mh3.models.transformer.example_by_example_attention): the same values
 and gradients as the batched softmax attention, masks included; when SelfAttention uses it; and
-that mh3.bench still counts every example's attention FLOPs.
+that mh3.bench still counts every example's attention FLOPs. The GPU's fused form
+(transformer.fused_attention, cuDNN): when it is chosen, that jax's function computes our
+attention, and that SelfAttention falls back to the batched form where cuDNN refuses.
 
 The parity tests of whole models with HF PyTorch run through it too, because their evaluation
 has no attention dropout: the logits in tests/test_bert.py and tests/test_ast.py, and BERT's
@@ -102,3 +104,59 @@ def test_bench_counts_every_examples_attention():
     matmuls = 6 * 2 * tokens * tokens * d * layers
     # The 3 examples the loop hid, with their softmax work (a few FLOPs per score) on top.
     assert 3 * matmuls <= counted - looped <= 3 * 2 * matmuls
+
+
+def test_attention_form_per_backend():
+    form = transformer.attention_form
+    bf16, f32 = jnp.bfloat16, jnp.float32
+    assert form("cpu", f32, 64, True, False) == "loop"
+    assert form("cpu", f32, 64, False, False) == "loop"  # masks included
+    assert form("cpu", f32, 64, True, True) == "batched"  # attention dropout
+    assert form("gpu", bf16, 64, True, False) == "fused"  # the AST in bf16
+    assert form("gpu", jnp.float16, 128, True, False) == "fused"
+    assert form("gpu", f32, 64, True, False) == "batched"  # cuDNN's kernel is half precision
+    assert form("gpu", bf16, 64, False, False) == "batched"  # padded text
+    assert form("gpu", bf16, 64, True, True) == "batched"
+    assert form("gpu", bf16, 12, True, False) == "batched"  # not a multiple of 8
+    assert form("gpu", bf16, 256, True, False) == "batched"
+    assert form("tpu", bf16, 64, True, False) == "batched"
+    with transformer.batched_attention():
+        assert form("cpu", f32, 64, True, False) == form("gpu", bf16, 64, True, False) == "batched"
+
+
+def test_the_fused_form_is_our_attention():
+    """cuDNN's kernel implements jax.nn.dot_product_attention; its XLA implementation (which
+    runs here) gives our batched form's values and gradients, so layout and scale agree."""
+    q, k, v, weights = jax.random.normal(jax.random.PRNGKey(3), (4, B, L, H, D))
+
+    def loss(fn, q, k, v):
+        return jnp.sum(fn(q, k, v) * weights)
+
+    jax_xla = functools.partial(jax.nn.dot_product_attention, implementation="xla")
+    want, want_grads = jax.value_and_grad(
+        functools.partial(loss, lambda q, k, v: batched(q, k, v, None)), (0, 1, 2)
+    )(q, k, v)
+    got, got_grads = jax.value_and_grad(functools.partial(loss, jax_xla), (0, 1, 2))(q, k, v)
+    assert abs(float(got - want)) <= 1e-4 * abs(float(want))
+    for g, w in zip(got_grads, want_grads, strict=True):
+        assert float(jnp.max(jnp.abs(g - w))) <= 5e-6
+
+
+def test_self_attention_falls_back_where_cudnn_refuses(monkeypatch):
+    """As on a GPU without cuDNN: the fused form is chosen, jax refuses while tracing, and the
+    layer computes the batched form (no loop, no cuDNN call)."""
+    x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 16)).astype(jnp.bfloat16)
+    layer = transformer.SelfAttention(num_heads=2, dropout_rate=0.0, dtype=jnp.bfloat16)
+    params = layer.init(jax.random.PRNGKey(0), x, None, False)
+    with transformer.batched_attention():
+        want = layer.apply(params, x, None, False)
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert transformer.attention_form(jax.default_backend(), x.dtype, 8, True, False) == "fused"
+    qkv = x.reshape(2, 8, 2, 8)
+    with pytest.raises(RuntimeError, match="cuDNN"):  # what the fallback catches
+        jax.nn.dot_product_attention(qkv, qkv, qkv, implementation="cudnn")
+    assert transformer.fused_attention(qkv, qkv, qkv) is None
+    jaxpr = str(jax.make_jaxpr(lambda x: layer.apply(params, x, None, True))(x))
+    assert "scan" not in jaxpr and "cudnn" not in jaxpr
+    got = layer.apply(params, x, None, False)
+    np.testing.assert_array_equal(np.asarray(got, np.float32), np.asarray(want, np.float32))

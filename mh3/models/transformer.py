@@ -27,9 +27,9 @@ from jax import lax
 
 Dtype = Any
 
-# Whether SelfAttention may run `example_by_example_attention` (on the CPU, without attention
-# dropout); False only within `batched_attention()`.
-_EXAMPLE_LOOP = contextvars.ContextVar("mh3_attention_example_loop", default=True)
+# Whether SelfAttention may leave its batched form (`attention_form`): False only within
+# `batched_attention()`.
+_OTHER_FORMS = contextvars.ContextVar("mh3_attention_other_forms", default=True)
 
 # HF `hidden_act` names -> functions. HF "gelu" is the exact erf form; "gelu_new" and
 # "gelu_pytorch_tanh" are the tanh approximation.
@@ -178,10 +178,14 @@ class SelfAttention(nn.Module):
             return y.reshape(b, length, self.num_heads, head_dim)
 
         q, k, v = heads("query"), heads("key"), heads("value")
-        no_dropout = not train or self.dropout_rate == 0.0
-        if no_dropout and _EXAMPLE_LOOP.get() and jax.default_backend() == "cpu":
+        dropout = train and self.dropout_rate > 0.0
+        form = attention_form(jax.default_backend(), q.dtype, head_dim, bias is None, dropout)
+        out = None
+        if form == "loop":
             out = example_by_example_attention(q, k, v, bias)
-        else:
+        elif form == "fused":
+            out = fused_attention(q, k, v)
+        if out is None:
             probs = jax.nn.softmax(_scores(q, k, bias), axis=-1)
             probs = Dropout(self.dropout_rate)(probs, deterministic=not train)
             out = jnp.einsum("bhqk,bkhd->bqhd", probs.astype(self.dtype), v)
@@ -196,18 +200,50 @@ def _scores(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
     return scores if bias is None else scores + bias
 
 
+def attention_form(backend: str, dtype, head_dim: int, unmasked: bool, dropout: bool) -> str:
+    """Which form SelfAttention computes: "batched" (B x H x L x L scores at once; the only one
+    with attention dropout), "loop" (`example_by_example_attention`: the CPU without dropout)
+    or "fused" (`fused_attention`: cuDNN's fused kernel on a GPU, without dropout or mask, in
+    bf16 or fp16, heads of at most 128 and a multiple of 8, what the kernel takes)."""
+    if dropout or not _OTHER_FORMS.get():
+        return "batched"
+    if backend == "cpu":
+        return "loop"
+    half = jnp.dtype(dtype) in (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+    if backend == "gpu" and unmasked and half and head_dim % 8 == 0 and head_dim <= 128:
+        return "fused"
+    return "batched"
+
+
 @contextlib.contextmanager
 def batched_attention():
     """Within this block, SelfAttention is traced in its batched form on every backend.
 
     For counting a step's FLOPs (mh3.bench): XLA's cost analysis counts a loop's body once, so
-    `example_by_example_attention` would hide all but one example's attention.
+    `example_by_example_attention` would hide all but one example's attention, and neither it
+    nor the jaxpr count sees inside cuDNN's fused kernel.
     """
-    token = _EXAMPLE_LOOP.set(False)
+    token = _OTHER_FORMS.set(False)
     try:
         yield
     finally:
-        _EXAMPLE_LOOP.reset(token)
+        _OTHER_FORMS.reset(token)
+
+
+def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array | None:
+    """softmax(q k^T / sqrt(d)) v by cuDNN's fused (flash) kernel, forward and backward; None
+    where cuDNN refuses while tracing (none found, too old, an unsupported GPU), and the caller
+    computes the batched form instead. q, k, v: (B, L, H, d), jax.nn.dot_product_attention's
+    layout. Why: the batched form writes B x H x L x L scores to memory; for the AudioSet AST
+    (1,214 tokens) on an H200 in bf16 its attention core took 8.8 ms forward + backward at batch
+    32 against cuDNN's 2.0 (PyTorch SDPA 1.9), and its train step ran out of the 141 GB at
+    batch 64 (README, GPU and TPU). Masked inputs (padded text) keep the batched form: float32's
+    minimum as a bf16 bias is -inf, and cuDNN's padding mask also zeroes the padded queries.
+    """
+    try:
+        return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
+    except RuntimeError:  # jax raises this when cuDNN is missing or cannot run here
+        return None
 
 
 def example_by_example_attention(
