@@ -10,6 +10,7 @@ gradients against torch autograd.
 """
 
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -143,8 +144,8 @@ def test_the_fused_form_is_our_attention():
 
 
 def test_self_attention_falls_back_where_cudnn_refuses(monkeypatch):
-    """As on a GPU without cuDNN: the fused form is chosen, jax refuses while tracing, and the
-    layer computes the batched form (no loop, no cuDNN call)."""
+    """As on a GPU without cuDNN (or older than Ampere): the fused form is chosen, jax refuses
+    while tracing, and the layer computes the batched form (no loop, no cuDNN call)."""
     x = jax.random.normal(jax.random.PRNGKey(1), (2, 8, 16)).astype(jnp.bfloat16)
     layer = transformer.SelfAttention(num_heads=2, dropout_rate=0.0, dtype=jnp.bfloat16)
     params = layer.init(jax.random.PRNGKey(0), x, None, False)
@@ -155,7 +156,10 @@ def test_self_attention_falls_back_where_cudnn_refuses(monkeypatch):
     qkv = x.reshape(2, 8, 2, 8)
     with pytest.raises(RuntimeError, match="cuDNN"):  # what the fallback catches
         jax.nn.dot_product_attention(qkv, qkv, qkv, implementation="cudnn")
-    assert transformer.fused_attention(qkv, qkv, qkv) is None
+    for capability in ("7.5", "9.0"):  # a Turing GPU (too old); a Hopper one, but no cuDNN here
+        gpu = types.SimpleNamespace(compute_capability=capability)
+        monkeypatch.setattr(jax, "local_devices", lambda gpu=gpu: [gpu])
+        assert transformer.fused_attention(qkv, qkv, qkv) is None
     jaxpr = str(jax.make_jaxpr(lambda x: layer.apply(params, x, None, True))(x))
     assert "scan" not in jaxpr and "cudnn" not in jaxpr
     got = layer.apply(params, x, None, False)

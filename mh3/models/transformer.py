@@ -232,14 +232,17 @@ def batched_attention():
 
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array | None:
     """softmax(q k^T / sqrt(d)) v by cuDNN's fused (flash) kernel, forward and backward; None
-    where cuDNN refuses while tracing (none found, too old, an unsupported GPU), and the caller
-    computes the batched form instead. q, k, v: (B, L, H, d), jax.nn.dot_product_attention's
+    on a GPU older than Ampere or where cuDNN refuses while tracing (none found, too old), and
+    the caller computes the batched form instead. q, k, v: (B, L, H, d), jax.nn.dot_product_attention's
     layout. Why: the batched form writes B x H x L x L scores to memory; for the AudioSet AST
     (1,214 tokens) on an H200 in bf16 its attention core took 8.8 ms forward + backward at batch
     32 against cuDNN's 2.0 (PyTorch SDPA 1.9), and its train step ran out of the 141 GB at
     batch 64 (README, GPU and TPU). Masked inputs (padded text) keep the batched form: float32's
     minimum as a bf16 bias is -inf, and cuDNN's padding mask also zeroes the padded queries.
     """
+    capability = getattr(jax.local_devices()[0], "compute_capability", "0.0")
+    if tuple(int(x) for x in capability.split(".")[:2]) < (8, 0):
+        return None  # the kernel needs Ampere or newer; jax would only fail when compiling
     try:
         return jax.nn.dot_product_attention(q, k, v, implementation="cudnn")
     except RuntimeError:  # jax raises this when cuDNN is missing or cannot run here
