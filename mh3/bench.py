@@ -18,7 +18,8 @@ used for both columns; MFU on an accelerator) and, with
 XLA_FLAGS, the PRNG and dtype, and per size and batch every timed sample.
 Where a step's time goes, part by part (embeddings, attention, MLP, layer, Adam) against
 PyTorch: `python -m mh3.bench --parts [--sizes=minilm,base]` (mh3/bench_parts.py).
-Levers to try: `--dtype=bfloat16`, `--prng=threefry2x32`, `--nodonate`, XLA_FLAGS.
+Levers to try: `--dtype=bfloat16`, `--prng=threefry2x32`, `--nodonate`, XLA_FLAGS;
+`--nodropout` (BERT's dropout off on both sides) tells how much of a gap is dropout.
 """
 
 import datetime
@@ -88,6 +89,9 @@ _PRNG = flags.DEFINE_enum(
     "prng", "rbg", ["threefry2x32", "rbg", "unsafe_rbg"], "JAX PRNG implementation (dropout keys)."
 )
 _DONATE = flags.DEFINE_bool("donate", True, "Donate the state buffers to the jitted step.")
+_DROPOUT = flags.DEFINE_bool(
+    "dropout", True, "Dropout as in training (BERT: 0.1); --nodropout: off on both sides."
+)
 _TORCH = flags.DEFINE_bool("torch", True, "Also time PyTorch.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device for MFU; 0: look it up.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Write results.json here.")
@@ -230,6 +234,8 @@ def torch_model(config):
         num_attention_heads=config.num_attention_heads,
         intermediate_size=config.intermediate_size,
         hidden_act=config.hidden_act,
+        hidden_dropout_prob=config.hidden_dropout_prob,
+        attention_probs_dropout_prob=config.attention_probs_dropout_prob,
         num_labels=config.num_labels,
         attn_implementation="sdpa",
     )
@@ -295,6 +301,7 @@ def benchmark(
     warmup: int = 2,
     dtype: str | None = None,
     prng: str = "rbg",
+    dropout: bool = True,
     donate: bool = True,
     with_torch: bool = True,
     peak_tflops: float = 0.0,
@@ -320,7 +327,7 @@ def benchmark(
         "devices": {"platform": device.platform, "kind": device.device_kind,
                     "count": parallel.device_count()},  # fmt: skip
         "prng": prng, "dtype": dtype, "torch_autocast_bf16": dtype == "bfloat16",
-        "donate": donate, "length": length, "steps": n_steps, "warmup": warmup,
+        "donate": donate, "dropout": dropout, "length": length, "steps": n_steps, "warmup": warmup,
         "peak_flops_per_device": peak,
         "flops_source": "each row's flops_source; mh3's count is used for both columns",
         "results": [],
@@ -337,6 +344,8 @@ def benchmark(
     try:
         for size in sizes:
             config = make_config(size)
+            if not dropout and isinstance(config, BertConfig):  # the AST's dropout is 0 already
+                config = config.replace(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
             for b in batches:
                 out["results"].append(_measure(size, config, b, length, peak, with_torch, **kw))
                 report(_line(out["results"][-1]))
@@ -437,6 +446,7 @@ def main(argv):
     results = benchmark(
         _SUITE.value, _SIZES.value, _BATCH.value, length=_LENGTH.value, n_steps=_STEPS.value,
         warmup=_WARMUP.value, dtype=_DTYPE.value, prng=_PRNG.value, donate=_DONATE.value,
+        dropout=_DROPOUT.value,
         with_torch=_TORCH.value, peak_tflops=_PEAK.value,
         report=lambda line: print(line, flush=True),
         # Rewritten after each row: a run stopped by a time limit keeps the rows it finished.

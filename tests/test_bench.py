@@ -139,6 +139,29 @@ def test_step_flops_without_xla_counts_the_steps_products(monkeypatch):
     assert 0.6 * xla < products < xla
 
 
+@pytest.mark.parametrize("dropout, rate", [(True, 0.1), (False, 0.0)])
+def test_dropout_flag_reaches_both_sides(monkeypatch, dropout, rate):
+    """`--nodropout` turns BERT's dropout off in mh3's model and in the PyTorch twin alike."""
+    seen = {}
+
+    def mh3_side(config, *args, **kwargs):
+        seen["mh3"] = config
+        return [0.001], 1.0, "x"
+
+    def torch_side(config, *args, **kwargs):
+        seen["torch"] = bench.torch_model(config).config
+        return [0.001]
+
+    monkeypatch.setattr(bench, "time_mh3", mh3_side)
+    monkeypatch.setattr(bench, "time_torch", torch_side)
+    results = bench.benchmark(
+        "cpu", ["tiny"], ["4"], length=16, n_steps=1, warmup=0, dropout=dropout, report=len
+    )
+    assert results["dropout"] is dropout
+    for side in ("mh3", "torch"):
+        assert seen[side].hidden_dropout_prob == seen[side].attention_probs_dropout_prob == rate
+
+
 def test_peak_table():
     assert bench.peak_flops("NVIDIA H100 80GB HBM3") == 989e12
     assert bench.peak_flops("NVIDIA H100 PCIe") == 756e12
