@@ -35,7 +35,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from mh3 import files, host
+from mh3 import bench_profile, files, host
 from mh3.models import transformer
 from mh3.models.ast import ASTClassifier, ASTConfig
 from mh3.models.bert import BertClassifier, BertConfig
@@ -95,6 +95,11 @@ _DROPOUT = flags.DEFINE_bool(
 _TORCH = flags.DEFINE_bool("torch", True, "Also time PyTorch.")
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device for MFU; 0: look it up.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Write results.json here.")
+_PROFILE = flags.DEFINE_bool(
+    "profile",
+    False,
+    "Also trace each side's steps into --workdir; print its costliest ops (mh3.bench_profile).",
+)
 _PARTS = flags.DEFINE_bool(
     "parts", False, "Time each part of a BERT step instead (mh3.bench_parts; parts.json)."
 )
@@ -143,8 +148,11 @@ def _times(step, n_warmup: int, n_steps: int) -> list[float]:
     return times
 
 
-def time_mh3(config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_steps: int):
-    """(seconds of each timed step, FLOPs per step, their source) of mh3's pmapped train_step."""
+def time_mh3(
+    config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_steps: int, after=None
+):
+    """(seconds of each timed step, FLOPs per step, their source) of mh3's pmapped train_step;
+    `after`, if given, is called with the step (a no-argument callable) once timing is done."""
     is_ast = isinstance(config, ASTConfig)
     model = (ASTClassifier if is_ast else BertClassifier)(config, dtype=dtype)
     keys = ("input_values",) if is_ast else ("input_ids", "attention_mask")
@@ -164,7 +172,10 @@ def time_mh3(config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_st
         holder["state"], metrics = p_train(holder["state"], batch)
         jax.block_until_ready((metrics["loss"], holder["state"].step))
 
-    return _times(step, warmup, n_steps), flops, source
+    times = _times(step, warmup, n_steps)
+    if after:
+        after(step)
+    return times, flops, source
 
 
 def step_flops(state, batch) -> tuple[float, str]:
@@ -242,9 +253,12 @@ def torch_model(config):
     return transformers.BertForSequenceClassification(hf_config).train()
 
 
-def time_torch(config, host_batch: dict, *, bf16: bool, warmup: int, n_steps: int) -> list[float]:
+def time_torch(
+    config, host_batch: dict, *, bf16: bool, warmup: int, n_steps: int, after=None
+) -> list[float]:
     """Seconds of each timed PyTorch forward + backward + Adam step on the same model; on CUDA
-    when there is one, with bf16 autocast when `bf16` (mh3's bf16 is also compute-only)."""
+    when there is one, with bf16 autocast when `bf16` (mh3's bf16 is also compute-only);
+    `after` as in time_mh3."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -266,7 +280,10 @@ def time_torch(config, host_batch: dict, *, bf16: bool, warmup: int, n_steps: in
         if device == "cuda":
             torch.cuda.synchronize()
 
-    return _times(step, warmup, n_steps)
+    times = _times(step, warmup, n_steps)
+    if after:
+        after(step)
+    return times
 
 
 def peak_flops(device_kind: str, peak_tflops: float = 0.0) -> float | None:
@@ -302,6 +319,7 @@ def benchmark(
     dtype: str | None = None,
     prng: str = "rbg",
     dropout: bool = True,
+    profile_dir: str | None = None,
     donate: bool = True,
     with_torch: bool = True,
     peak_tflops: float = 0.0,
@@ -309,7 +327,8 @@ def benchmark(
     on_row=None,
 ) -> dict:
     """Times every (size, batch) and returns the results.json content; `report` gets the
-    table's lines as they come, `on_row` (if given) the content so far after each row."""
+    table's lines as they come, `on_row` (if given) the content so far after each row.
+    With `profile_dir`, each row also profiles both sides there (mh3.bench_profile)."""
     preset = SUITES[suite]
     sizes = list(sizes or preset["sizes"])
     batches = [int(b) for b in (batches or preset["batch"])]
@@ -340,7 +359,7 @@ def benchmark(
         f"{'model':8} {'batch':>5} {'mh3 ms':>9} {'mh3 ex/s':>9} {'torch ms':>9} "
         f"{'torch ex/s':>10} {'ratio':>6} {'mh3 GF/s':>9} {'torch GF/s':>10} {'mh3 MFU':>7}"
     )
-    kw = dict(dtype=dtype, donate=donate, warmup=warmup, n_steps=n_steps)
+    kw = dict(dtype=dtype, donate=donate, warmup=warmup, n_steps=n_steps, profile_dir=profile_dir)
     try:
         for size in sizes:
             config = make_config(size)
@@ -349,6 +368,9 @@ def benchmark(
             for b in batches:
                 out["results"].append(_measure(size, config, b, length, peak, with_torch, **kw))
                 report(_line(out["results"][-1]))
+                if out["results"][-1].get("profile"):
+                    for line in bench_profile.lines(out["results"][-1]["profile"]):
+                        report(line)
                 if on_row:
                     on_row(out)
     finally:
@@ -356,7 +378,9 @@ def benchmark(
     return out
 
 
-def _measure(size, config, b, length, peak, with_torch, *, dtype, donate, warmup, n_steps):
+def _measure(
+    size, config, b, length, peak, with_torch, *, dtype, donate, warmup, n_steps, profile_dir=None
+):
     """One row of results.json. A side that fails (out of memory at a large batch, say)
     records its error instead of ending the whole suite, whose other rows stay useful."""
     host = make_batch(config, b, length)
@@ -364,13 +388,39 @@ def _measure(size, config, b, length, peak, with_torch, *, dtype, donate, warmup
     row = {"size": size, "family": SIZES[size][0], "config": SIZES[size][1], "batch": b,
            "input_shape": list(x.shape), "flops_per_step": None, "flops_source": None, "mh3": None, "torch": None,
            "ratio_torch_over_mh3": None}  # fmt: skip
+    after = {"mh3": None, "torch": None}
+    if profile_dir:
+        where = os.path.join(profile_dir, f"{size}-{b}")
+        row["profile"] = {"trace_dir": where, "steps": bench_profile.PROFILE_STEPS}
+
+        def profiler(side, ops):
+            def after(step):
+                # A profiler that fails (no CUPTI, say) costs its table, not the row's times.
+                try:
+                    row["profile"][side] = ops(step)
+                except Exception as e:  # as in the timing below: kept as text
+                    row["profile"][side] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+
+            return after
+
+        os.makedirs(where, exist_ok=True)
+        mh3_dir, torch_path = os.path.join(where, "mh3"), os.path.join(where, "torch.json")
+        after = {
+            "mh3": profiler("mh3", lambda step: bench_profile.jax_ops(step, mh3_dir)),
+            "torch": profiler("torch", lambda step: bench_profile.torch_ops(step, torch_path)),
+        }
     # PyTorch first: its caching allocator gives the accelerator's memory back when it is done
     # (_free_torch), while XLA's keeps what it took for the rest of the process.
     t_torch = None
     if with_torch:
         try:
             t_torch = time_torch(
-                config, host, bf16=dtype == "bfloat16", warmup=warmup, n_steps=n_steps
+                config,
+                host,
+                bf16=dtype == "bfloat16",
+                warmup=warmup,
+                n_steps=n_steps,
+                after=after["torch"],
             )
         except Exception as e:  # XLA and CUDA raise many types; kept as text
             row["torch"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
@@ -378,7 +428,13 @@ def _measure(size, config, b, length, peak, with_torch, *, dtype, donate, warmup
             _free_torch()
     try:
         times, row["flops_per_step"], row["flops_source"] = time_mh3(
-            config, host, dtype=jnp.dtype(dtype), donate=donate, warmup=warmup, n_steps=n_steps
+            config,
+            host,
+            dtype=jnp.dtype(dtype),
+            donate=donate,
+            warmup=warmup,
+            n_steps=n_steps,
+            after=after["mh3"],
         )
         row["mh3"] = _stats(times, b, row["flops_per_step"], peak)
     except Exception as e:  # same as above
@@ -439,6 +495,8 @@ def main(argv):
             files.write_json(path, result)
             print(f"wrote {path}")
         return
+    if _PROFILE.value and not _WORKDIR.value:
+        raise app.UsageError("--profile writes its traces into --workdir; pass --workdir=DIR")
     # Both frameworks share one accelerator in this process: XLA takes memory as it needs it
     # instead of 75% of the device up front, which would leave PyTorch a quarter.
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -447,6 +505,7 @@ def main(argv):
         _SUITE.value, _SIZES.value, _BATCH.value, length=_LENGTH.value, n_steps=_STEPS.value,
         warmup=_WARMUP.value, dtype=_DTYPE.value, prng=_PRNG.value, donate=_DONATE.value,
         dropout=_DROPOUT.value,
+        profile_dir=os.path.join(_WORKDIR.value, "profile") if _PROFILE.value else None,
         with_torch=_TORCH.value, peak_tflops=_PEAK.value,
         report=lambda line: print(line, flush=True),
         # Rewritten after each row: a run stopped by a time limit keeps the rows it finished.

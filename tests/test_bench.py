@@ -39,7 +39,8 @@ def _check_row(row: dict, *, batch: int, with_torch: bool, mfu: bool) -> None:
 
 
 def test_cpu_suite_command_writes_results_json(tmp_path):
-    cmd = [sys.executable, "-m", "mh3.bench", *TINY, f"--workdir={tmp_path}"]
+    """With --profile too: both sides' traces on disk and their costliest ops in the row."""
+    cmd = [sys.executable, "-m", "mh3.bench", *TINY, "--profile", f"--workdir={tmp_path}"]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "mh3 ms" in done.stdout and "tiny" in done.stdout  # the printed table
@@ -57,6 +58,70 @@ def test_cpu_suite_command_writes_results_json(tmp_path):
     assert results["results"][0]["input_shape"] == [4, 16]
     for row in results["results"]:
         _check_row(row, batch=4, with_torch=True, mfu=False)
+    profile = results["results"][0]["profile"]
+    assert profile["trace_dir"] == str(tmp_path / "profile" / "tiny-4")
+    assert list((tmp_path / "profile" / "tiny-4" / "mh3").rglob("perfetto_trace.json.gz"))
+    assert json.loads((tmp_path / "profile" / "tiny-4" / "torch.json").read_text())
+    # XLA's ops as the CPU runtime ran them (4 fake devices on this machine's cores: mostly
+    # the gradients' all-reduce and waiting), and PyTorch's aten ops, its matmuls among them.
+    xla_kinds = ("all-reduce", "dot", "dot_general", "copy")
+    assert any(o["op"] in xla_kinds or o["op"].endswith("fusion") for o in profile["mh3"])
+    assert "aten::mm" in [o["op"] for o in profile["torch"]]
+    for ops in (profile["mh3"], profile["torch"]):
+        assert 3 <= len(ops) <= 12
+        assert all(o["ms_per_step"] > 0 and 0 < o["share"] <= 1 for o in ops)
+        assert [o["ms_per_step"] for o in ops] == sorted(
+            (o["ms_per_step"] for o in ops), reverse=True
+        )
+    assert "aten::mm" in done.stdout  # the printed profile table
+    no_dir = subprocess.run(cmd[:-1], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert no_dir.returncode != 0 and "pass --workdir" in no_dir.stderr
+
+
+def test_a_failing_profiler_keeps_the_rows_times(monkeypatch, tmp_path):
+    from mh3 import bench_profile
+
+    def mh3_side(config, host, *, after, **kwargs):
+        after(lambda: None)
+        return [0.002], 1e9, "x"
+
+    def torch_side(config, host, *, after, **kwargs):
+        after(lambda: None)
+        return [0.004]
+
+    def no_cupti(step, trace_dir):
+        raise RuntimeError("no CUPTI")
+
+    monkeypatch.setattr(bench, "time_mh3", mh3_side)
+    monkeypatch.setattr(bench, "time_torch", torch_side)
+    monkeypatch.setattr(bench_profile, "jax_ops", no_cupti)
+    monkeypatch.setattr(bench_profile, "torch_ops", lambda step, path: [
+        {"op": "gemm", "ms_per_step": 3.0, "share": 0.75}])  # fmt: skip
+    config = bench.make_config("tiny")
+    row = bench._measure("tiny", config, 4, 16, None, True, dtype="float32", donate=True,
+                         warmup=0, n_steps=1, profile_dir=str(tmp_path))  # fmt: skip
+    assert row["mh3"]["ms_median"] == pytest.approx(2.0) and row["ratio_torch_over_mh3"] == 2.0
+    assert row["profile"]["mh3"] == {"error": "RuntimeError: no CUPTI"}
+    lines = bench_profile.lines(row["profile"])
+    assert "torch op" in lines[0] and "gemm" in lines[1] and "mh3 op" not in lines[0]
+    assert lines[-1] == "  mh3 profile: RuntimeError: no CUPTI"
+
+
+def test_profile_self_times_count_nested_spans_once():
+    from mh3 import bench_profile
+
+    spans = [  # one thread: step [0, 100) holds a [10, 40) holding b [20, 30), then b [50, 70)
+        {"pid": 1, "tid": 1, "name": "step", "ts": 0, "dur": 100},
+        {"pid": 1, "tid": 1, "name": "a", "ts": 10, "dur": 30},
+        {"pid": 1, "tid": 1, "name": "b", "ts": 20, "dur": 10},
+        {"pid": 1, "tid": 1, "name": "b", "ts": 50, "dur": 20},
+        {"pid": 1, "tid": 2, "name": "b", "ts": 15, "dur": 5},  # another thread, overlapping
+    ]
+    assert bench_profile._self_times(spans) == {"step": 50, "a": 20, "b": 35}
+    top = bench_profile._top(bench_profile._self_times(spans), steps=5, top=2)
+    assert [o["op"] for o in top] == ["step", "b"]
+    assert [o["ms_per_step"] for o in top] == pytest.approx([0.01, 0.007])
+    assert [o["share"] for o in top] == pytest.approx([50 / 105, 35 / 105])
 
 
 def test_gpu_suite_runs_on_cpu_with_bf16_and_mfu():
