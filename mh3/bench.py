@@ -17,7 +17,8 @@ used for both columns; MFU on an accelerator) and, with
 --workdir, writes `DIR/results.json`: the host (CPU model and flags), library versions,
 XLA_FLAGS, the PRNG and dtype, and per size and batch every timed sample.
 Where a step's time goes, part by part (embeddings, attention, MLP, layer, Adam) against
-PyTorch: `python -m mh3.bench --parts [--sizes=minilm,base]` (mh3/bench_parts.py).
+PyTorch: `python -m mh3.bench --parts [--sizes=minilm,base]` (mh3/bench_parts.py); op by op,
+from each framework's profiler: `--profile --workdir=DIR` (mh3/bench_profile.py).
 Levers to try: `--dtype=bfloat16`, `--prng=threefry2x32`, `--nodonate`, XLA_FLAGS;
 `--nodropout` (BERT's dropout off on both sides) tells how much of a gap is dropout.
 """
