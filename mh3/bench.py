@@ -11,11 +11,13 @@ For each size and batch it builds the same architecture twice from a config with
 weights (mh3's Flax model and the HF PyTorch one), then times one full training step
 (forward, backward, Adam update) after warm-up: mh3's pmapped `train_step` (the one every stage
 uses) and PyTorch's `zero_grad / forward / backward / step`, both in this process, in train
-mode. It prints a table (median step time, examples/s, the ratio, GFLOP/s from XLA's cost
+mode, one side's steps after the other's (`--interleave`: alternating step by step, so that
+both see the same spell of a shared machine; CPU only, one device would hold both models).
+It prints a table (median step time, examples/s, the ratio, GFLOP/s from XLA's cost
 analysis of the traced step, or its jaxpr's products where the backend's analysis has none,
 used for both columns; MFU on an accelerator) and, with
 --workdir, writes `DIR/results.json`: the host (CPU model and flags), library versions,
-XLA_FLAGS, the PRNG and dtype, and per size and batch every timed sample.
+XLA_FLAGS, the PRNG, dtype, dropout and interleaving, and per size and batch every timed sample.
 Where a step's time goes, part by part (embeddings, attention, MLP, layer, Adam) against
 PyTorch: `python -m mh3.bench --parts [--sizes=minilm,base]` (mh3/bench_parts.py); op by op,
 from each framework's profiler: `--profile --workdir=DIR` (mh3/bench_profile.py).
@@ -59,8 +61,13 @@ SIZES = {
     "ast-tiny": ("ast", dict(_TINY, max_length=64, num_mel_bins=32)),  # tests
 }  # fmt: skip
 SUITES = {
-    "cpu": dict(sizes=["minilm", "base"], batch=["32"], dtype="float32"),
-    "gpu": dict(sizes=["base", "ast"], batch=["32", "64", "128", "256"], dtype="bfloat16"),
+    # interleave: both sides' steps in alternation (one device's memory must hold both models).
+    # Off on the CPU too: on 2026-12-04 it gave mh3's BERT-base step 20.7 s against 18.3 s
+    # timed alone right after (README, Performance), so it may not be neutral there.
+    "cpu": dict(sizes=["minilm", "base"], batch=["32"], dtype="float32", interleave=False),
+    "gpu": dict(
+        sizes=["base", "ast"], batch=["32", "64", "128", "256"], dtype="bfloat16", interleave=False
+    ),
 }
 # Dense bf16 peak FLOP/s per chip by device-kind substring (vendor data sheets; first match
 # wins, so the PCIe H100 comes before the SXM one). Unknown kinds: pass --peak_tflops.
@@ -94,6 +101,9 @@ _DROPOUT = flags.DEFINE_bool(
     "dropout", True, "Dropout as in training (BERT: 0.1); --nodropout: off on both sides."
 )
 _TORCH = flags.DEFINE_bool("torch", True, "Also time PyTorch.")
+_INTERLEAVE = flags.DEFINE_bool(
+    "interleave", None, "Time the two sides' steps in alternation; default: the suite's."
+)
 _PEAK = flags.DEFINE_float("peak_tflops", 0.0, "Peak TFLOP/s per device for MFU; 0: look it up.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Write results.json here.")
 _PROFILE = flags.DEFINE_bool(
@@ -137,23 +147,30 @@ def make_batch(config, batch: int, length: int, seed: int = 0) -> dict:
     return out
 
 
-def _times(step, n_warmup: int, n_steps: int) -> list[float]:
-    """Seconds of each of `n_steps` calls of `step` after `n_warmup` untimed ones."""
-    for _ in range(n_warmup):
-        step()
-    times = []
-    for _ in range(n_steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return times
+def _alternate(sides: dict, warmup: int, n_steps: int) -> tuple[dict, dict]:
+    """(side -> seconds of each timed call, side -> error text): `warmup` untimed then `n_steps`
+    timed rounds, each calling every side's step once in turn, so that both sides see the
+    same spell of a shared machine. A side whose call raises (out of memory, say) is recorded
+    and left out of the rounds after."""
+    times, errors = {side: [] for side in sides}, {}
+    for i in range(warmup + n_steps):
+        for side, step in sides.items():
+            if side in errors:
+                continue
+            start = time.perf_counter()
+            try:
+                step()
+            except Exception as e:  # XLA and CUDA raise many types; kept as text
+                errors[side] = f"{type(e).__name__}: {str(e)[:500]}"
+                continue
+            if i >= warmup:
+                times[side].append(time.perf_counter() - start)
+    return times, errors
 
 
-def time_mh3(
-    config, host_batch: dict, *, dtype, donate: bool, warmup: int, n_steps: int, after=None
-):
-    """(seconds of each timed step, FLOPs per step, their source) of mh3's pmapped train_step;
-    `after`, if given, is called with the step (a no-argument callable) once timing is done."""
+def build_mh3(config, host_batch: dict, *, dtype, donate: bool):
+    """(step, FLOPs per step, their source): mh3's pmapped train_step on `host_batch`, compiled,
+    as a no-argument callable that runs one step and waits for it."""
     is_ast = isinstance(config, ASTConfig)
     model = (ASTClassifier if is_ast else BertClassifier)(config, dtype=dtype)
     keys = ("input_values",) if is_ast else ("input_ids", "attention_mask")
@@ -173,10 +190,7 @@ def time_mh3(
         holder["state"], metrics = p_train(holder["state"], batch)
         jax.block_until_ready((metrics["loss"], holder["state"].step))
 
-    times = _times(step, warmup, n_steps)
-    if after:
-        after(step)
-    return times, flops, source
+    return step, flops, source
 
 
 def step_flops(state, batch) -> tuple[float, str]:
@@ -254,12 +268,10 @@ def torch_model(config):
     return transformers.BertForSequenceClassification(hf_config).train()
 
 
-def time_torch(
-    config, host_batch: dict, *, bf16: bool, warmup: int, n_steps: int, after=None
-) -> list[float]:
-    """Seconds of each timed PyTorch forward + backward + Adam step on the same model; on CUDA
-    when there is one, with bf16 autocast when `bf16` (mh3's bf16 is also compute-only);
-    `after` as in time_mh3."""
+def build_torch(config, host_batch: dict, *, bf16: bool):
+    """PyTorch's forward + backward + Adam step of the same model as a no-argument callable;
+    on CUDA when there is one, with bf16 autocast when `bf16` (mh3's bf16 is also
+    compute-only)."""
     import torch
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -281,10 +293,7 @@ def time_torch(
         if device == "cuda":
             torch.cuda.synchronize()
 
-    times = _times(step, warmup, n_steps)
-    if after:
-        after(step)
-    return times
+    return step
 
 
 def peak_flops(device_kind: str, peak_tflops: float = 0.0) -> float | None:
@@ -321,6 +330,7 @@ def benchmark(
     prng: str = "rbg",
     dropout: bool = True,
     profile_dir: str | None = None,
+    interleave: bool | None = None,
     donate: bool = True,
     with_torch: bool = True,
     peak_tflops: float = 0.0,
@@ -334,6 +344,7 @@ def benchmark(
     sizes = list(sizes or preset["sizes"])
     batches = [int(b) for b in (batches or preset["batch"])]
     dtype = dtype or preset["dtype"]
+    interleave = preset["interleave"] if interleave is None else interleave
     previous = jax.config.jax_default_prng_impl
     jax.config.update("jax_default_prng_impl", prng)
     device = jax.devices()[0]
@@ -347,20 +358,23 @@ def benchmark(
         "devices": {"platform": device.platform, "kind": device.device_kind,
                     "count": parallel.device_count()},  # fmt: skip
         "prng": prng, "dtype": dtype, "torch_autocast_bf16": dtype == "bfloat16",
-        "donate": donate, "dropout": dropout, "length": length, "steps": n_steps, "warmup": warmup,
+        "donate": donate, "dropout": dropout, "interleave": interleave, "length": length,
+        "steps": n_steps, "warmup": warmup,
         "peak_flops_per_device": peak,
         "flops_source": "each row's flops_source; mh3's count is used for both columns",
         "results": [],
     }  # fmt: skip
     report(
         f"devices: {out['devices']['count']} x {device.device_kind}; dtype {dtype}; prng {prng}; "
-        f"donate {donate}; peak {peak / 1e12 if peak else '-'} TFLOP/s per device"
+        f"donate {donate}; interleaved {interleave}; "
+        f"peak {peak / 1e12 if peak else '-'} TFLOP/s per device"
     )
     report(
         f"{'model':8} {'batch':>5} {'mh3 ms':>9} {'mh3 ex/s':>9} {'torch ms':>9} "
         f"{'torch ex/s':>10} {'ratio':>6} {'mh3 GF/s':>9} {'torch GF/s':>10} {'mh3 MFU':>7}"
     )
-    kw = dict(dtype=dtype, donate=donate, warmup=warmup, n_steps=n_steps, profile_dir=profile_dir)
+    kw = dict(dtype=dtype, donate=donate, warmup=warmup, n_steps=n_steps, profile_dir=profile_dir,
+              interleave=interleave)  # fmt: skip
     try:
         for size in sizes:
             config = make_config(size)
@@ -380,15 +394,18 @@ def benchmark(
 
 
 def _measure(
-    size, config, b, length, peak, with_torch, *, dtype, donate, warmup, n_steps, profile_dir=None
-):
+    size, config, b, length, peak, with_torch, *, dtype, donate, warmup, n_steps,
+    profile_dir=None, interleave=False,
+):  # fmt: skip
     """One row of results.json. A side that fails (out of memory at a large batch, say)
-    records its error instead of ending the whole suite, whose other rows stay useful."""
+    records its error instead of ending the whole suite, whose other rows stay useful.
+    `interleave`: time the two sides' steps in alternation (_alternate), else one side's
+    steps after the other's."""
     host = make_batch(config, b, length)
     x = host["input_values"] if "input_values" in host else host["input_ids"]
     row = {"size": size, "family": SIZES[size][0], "config": SIZES[size][1], "batch": b,
-           "input_shape": list(x.shape), "flops_per_step": None, "flops_source": None, "mh3": None, "torch": None,
-           "ratio_torch_over_mh3": None}  # fmt: skip
+           "input_shape": list(x.shape), "flops_per_step": None, "flops_source": None,
+           "mh3": None, "torch": None, "ratio_torch_over_mh3": None}  # fmt: skip
     after = {"mh3": None, "torch": None}
     if profile_dir:
         where = os.path.join(profile_dir, f"{size}-{b}")
@@ -399,7 +416,7 @@ def _measure(
                 # A profiler that fails (no CUPTI, say) costs its table, not the row's times.
                 try:
                     row["profile"][side] = ops(step)
-                except Exception as e:  # as in the timing below: kept as text
+                except Exception as e:  # as in _alternate: kept as text
                     row["profile"][side] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
 
             return after
@@ -410,38 +427,38 @@ def _measure(
             "mh3": profiler("mh3", lambda step: bench_profile.jax_ops(step, mh3_dir)),
             "torch": profiler("torch", lambda step: bench_profile.torch_ops(step, torch_path)),
         }
-    # PyTorch first: its caching allocator gives the accelerator's memory back when it is done
-    # (_free_torch), while XLA's keeps what it took for the rest of the process.
-    t_torch = None
+    builders = {"mh3": lambda: build_mh3(config, host, dtype=jnp.dtype(dtype), donate=donate)}
     if with_torch:
-        try:
-            t_torch = time_torch(
-                config,
-                host,
-                bf16=dtype == "bfloat16",
-                warmup=warmup,
-                n_steps=n_steps,
-                after=after["torch"],
-            )
-        except Exception as e:  # XLA and CUDA raise many types; kept as text
-            row["torch"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
-        finally:
+        builders = {
+            "torch": lambda: build_torch(config, host, bf16=dtype == "bfloat16"),
+            **builders,
+        }
+    # Interleaved: both sides are built, then timed in alternation. Otherwise (an accelerator)
+    # one after the other, PyTorch first: its caching allocator gives the device's memory back
+    # when it is done (_free_torch), while XLA keeps what it took for the rest of the process.
+    for group in [list(builders)] if interleave else [[side] for side in builders]:
+        built = {}
+        for side in group:
+            try:
+                built[side] = builders[side]()
+            except Exception as e:  # as in _alternate
+                row[side] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+        if "mh3" in built:
+            built["mh3"], row["flops_per_step"], row["flops_source"] = built["mh3"]
+        times, errors = _alternate(built, warmup, n_steps)
+        for side in built:
+            if side in errors:
+                row[side] = {"error": errors[side]}
+                continue
+            row[side] = times[side]
+            if after[side]:
+                after[side](built[side])
+        if "torch" in group:
+            del built
             _free_torch()
-    try:
-        times, row["flops_per_step"], row["flops_source"] = time_mh3(
-            config,
-            host,
-            dtype=jnp.dtype(dtype),
-            donate=donate,
-            warmup=warmup,
-            n_steps=n_steps,
-            after=after["mh3"],
-        )
-        row["mh3"] = _stats(times, b, row["flops_per_step"], peak)
-    except Exception as e:  # same as above
-        row["mh3"] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
-    if t_torch is not None:
-        row["torch"] = _stats(t_torch, b, row["flops_per_step"], peak)
+    for side in ("mh3", "torch"):
+        if isinstance(row[side], list):
+            row[side] = _stats(row[side], b, row["flops_per_step"], peak)
     if "ms_median" in row["mh3"] and "ms_median" in (row["torch"] or {}):
         row["ratio_torch_over_mh3"] = row["torch"]["ms_median"] / row["mh3"]["ms_median"]
     return row
@@ -505,7 +522,7 @@ def main(argv):
     results = benchmark(
         _SUITE.value, _SIZES.value, _BATCH.value, length=_LENGTH.value, n_steps=_STEPS.value,
         warmup=_WARMUP.value, dtype=_DTYPE.value, prng=_PRNG.value, donate=_DONATE.value,
-        dropout=_DROPOUT.value,
+        dropout=_DROPOUT.value, interleave=_INTERLEAVE.value,
         profile_dir=os.path.join(_WORKDIR.value, "profile") if _PROFILE.value else None,
         with_torch=_TORCH.value, peak_tflops=_PEAK.value,
         report=lambda line: print(line, flush=True),

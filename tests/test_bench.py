@@ -10,6 +10,7 @@ import os
 import statistics
 import subprocess
 import sys
+import types
 
 import jax
 import jax.numpy as jnp
@@ -38,15 +39,60 @@ def _check_row(row: dict, *, batch: int, with_torch: bool, mfu: bool) -> None:
         assert row["torch"] is None and row["ratio_torch_over_mh3"] is None
 
 
+class FakeClock:
+    """Stands in for bench's clock, advanced only by the steps it makes, so that the timing's
+    bookkeeping is checked exactly (real steps' times on a shared machine mean nothing)."""
+
+    def __init__(self):
+        self.now, self.calls = 0.0, []
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def step(self, side: str, *seconds: float, fail_at: int = 0):
+        """A step of `side` taking `seconds` in turn (cycled); its call number `fail_at`
+        (from 1) raises an out-of-memory error."""
+
+        def run():
+            self.calls.append(side)
+            if self.calls.count(side) == fail_at:
+                raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+            self.now += seconds[(self.calls.count(side) - 1) % len(seconds)]
+
+        return run
+
+
+def _fake_sides(monkeypatch, clock, mh3=None, torch=None):
+    """bench builds these steps instead of the real ones: a callable, or an exception to
+    raise while building."""
+
+    def build(made):
+        def builder(*args, **kwargs):
+            if isinstance(made, Exception):
+                raise made
+            return made
+
+        return builder
+
+    monkeypatch.setattr(bench, "time", types.SimpleNamespace(perf_counter=clock.perf_counter))
+    monkeypatch.setattr(
+        bench, "build_mh3", build(mh3 if isinstance(mh3, Exception) else (mh3, 1e9, "x"))
+    )
+    monkeypatch.setattr(bench, "build_torch", build(torch))
+
+
 def test_cpu_suite_command_writes_results_json(tmp_path):
-    """With --profile too: both sides' traces on disk and their costliest ops in the row."""
-    cmd = [sys.executable, "-m", "mh3.bench", *TINY, "--profile", f"--workdir={tmp_path}"]
+    """With --profile and --interleave too: both sides' traces on disk and their costliest ops
+    in the row (the GPU suite's test below times one side after the other)."""
+    cmd = [sys.executable, "-m", "mh3.bench", *TINY, "--interleave", "--profile",
+           f"--workdir={tmp_path}"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "mh3 ms" in done.stdout and "tiny" in done.stdout  # the printed table
     results = json.loads((tmp_path / "results.json").read_text())
     assert results["suite"] == "cpu" and results["dtype"] == "float32"
     assert results["prng"] == "rbg"  # the default, as in training (configs/common.py)
+    assert results["interleave"] is True
     assert results["host"]["cpu_model"] and isinstance(results["host"]["cpu_flags"], list)
     assert {"jax", "jaxlib", "torch", "transformers"} <= set(results["versions"])
     assert results["versions"]["torch"] and results["versions"]["jax"]
@@ -81,19 +127,11 @@ def test_cpu_suite_command_writes_results_json(tmp_path):
 def test_a_failing_profiler_keeps_the_rows_times(monkeypatch, tmp_path):
     from mh3 import bench_profile
 
-    def mh3_side(config, host, *, after, **kwargs):
-        after(lambda: None)
-        return [0.002], 1e9, "x"
-
-    def torch_side(config, host, *, after, **kwargs):
-        after(lambda: None)
-        return [0.004]
-
     def no_cupti(step, trace_dir):
         raise RuntimeError("no CUPTI")
 
-    monkeypatch.setattr(bench, "time_mh3", mh3_side)
-    monkeypatch.setattr(bench, "time_torch", torch_side)
+    clock = FakeClock()
+    _fake_sides(monkeypatch, clock, mh3=clock.step("mh3", 0.002), torch=clock.step("torch", 0.004))
     monkeypatch.setattr(bench_profile, "jax_ops", no_cupti)
     monkeypatch.setattr(bench_profile, "torch_ops", lambda step, path: [
         {"op": "gemm", "ms_per_step": 3.0, "share": 0.75}])  # fmt: skip
@@ -211,14 +249,14 @@ def test_dropout_flag_reaches_both_sides(monkeypatch, dropout, rate):
 
     def mh3_side(config, *args, **kwargs):
         seen["mh3"] = config
-        return [0.001], 1.0, "x"
+        return lambda: None, 1.0, "x"
 
     def torch_side(config, *args, **kwargs):
         seen["torch"] = bench.torch_model(config).config
-        return [0.001]
+        return lambda: None
 
-    monkeypatch.setattr(bench, "time_mh3", mh3_side)
-    monkeypatch.setattr(bench, "time_torch", torch_side)
+    monkeypatch.setattr(bench, "build_mh3", mh3_side)
+    monkeypatch.setattr(bench, "build_torch", torch_side)
     results = bench.benchmark(
         "cpu", ["tiny"], ["4"], length=16, n_steps=1, warmup=0, dropout=dropout, report=len
     )
@@ -236,28 +274,47 @@ def test_peak_table():
     assert bench.peak_flops("NVIDIA H200", peak_tflops=500) == 500e12
 
 
-def test_a_failing_side_is_recorded_and_the_suite_goes_on(monkeypatch):
-    def out_of_memory(*args, **kwargs):
-        raise RuntimeError("RESOURCE_EXHAUSTED: out of memory")
-
-    monkeypatch.setattr(bench, "time_mh3", lambda *args, **kwargs: ([0.002, 0.004], 1e9, "x"))
-    monkeypatch.setattr(bench, "time_torch", out_of_memory)
+@pytest.mark.parametrize("interleave", [True, False])
+def test_a_failing_side_is_recorded_and_the_suite_goes_on(monkeypatch, interleave):
     config = bench.make_config("tiny")
-    row = bench._measure(
-        "tiny", config, 8, 16, 1e12, True, dtype="bfloat16", donate=True, warmup=0, n_steps=2
-    )
-    assert row["mh3"]["ms_median"] == pytest.approx(3.0) and row["flops_per_step"] == 1e9
+    kw = dict(dtype="bfloat16", donate=True, warmup=0, n_steps=2, interleave=interleave)
+    oom = RuntimeError("RESOURCE_EXHAUSTED: out of memory")
+    error = {"error": "RuntimeError: RESOURCE_EXHAUSTED: out of memory"}
+    clock = FakeClock()
+    _fake_sides(monkeypatch, clock, mh3=clock.step("mh3", 0.002, 0.004), torch=oom)
+    row = bench._measure("tiny", config, 8, 16, 1e12, True, **kw)  # PyTorch fails to build
+    assert row["mh3"]["ms_samples"] == pytest.approx([2.0, 4.0]) and row["flops_per_step"] == 1e9
+    assert row["mh3"]["ms_median"] == pytest.approx(3.0)
     assert row["mh3"]["mfu"] == pytest.approx(1e9 / 0.003 / (1e12 * jax.local_device_count()))
-    assert row["torch"] == {"error": "RuntimeError: RESOURCE_EXHAUSTED: out of memory"}
-    assert row["ratio_torch_over_mh3"] is None
+    assert row["torch"] == error and row["ratio_torch_over_mh3"] is None
     assert "torch: RuntimeError" in bench._line(row)
-    monkeypatch.setattr(bench, "time_mh3", out_of_memory)
-    row = bench._measure(
-        "tiny", config, 8, 16, None, False, dtype="float32", donate=True, warmup=0, n_steps=2
-    )
-    assert (
-        "error" in row["mh3"] and row["torch"] is None and "mh3: RuntimeError" in bench._line(row)
-    )
+    clock = FakeClock()  # PyTorch's second step runs out of memory: mh3's steps go on
+    _fake_sides(monkeypatch, clock, mh3=clock.step("mh3", 0.002),
+                torch=clock.step("torch", 0.004, fail_at=2))  # fmt: skip
+    row = bench._measure("tiny", config, 8, 16, 1e12, True, **kw)
+    assert row["torch"] == error and row["mh3"]["ms_samples"] == pytest.approx([2.0, 2.0])
+    _fake_sides(monkeypatch, clock, mh3=oom)
+    row = bench._measure("tiny", config, 8, 16, None, False, **kw)
+    assert row["mh3"] == error and row["torch"] is None and "mh3: RuntimeError" in bench._line(row)
+
+
+@pytest.mark.parametrize("interleave", [True, False])
+def test_sides_alternate_step_by_step_when_interleaved(monkeypatch, interleave):
+    """Interleaved: torch, mh3, torch, mh3, ... so both see the same spell of a shared machine;
+    otherwise (the default) PyTorch's steps, then mh3's. Warm-up calls are not timed."""
+    clock = FakeClock()
+    _fake_sides(monkeypatch, clock, mh3=clock.step("mh3", 0.001, 0.002, 0.003),
+                torch=clock.step("torch", 0.010, 0.020, 0.030))  # fmt: skip
+    row = bench._measure("tiny", bench.make_config("tiny"), 4, 16, None, True, dtype="float32",
+                         donate=True, warmup=1, n_steps=2, interleave=interleave)  # fmt: skip
+    want = ["torch", "mh3"] * 3 if interleave else ["torch"] * 3 + ["mh3"] * 3
+    assert clock.calls == want
+    assert row["mh3"]["ms_samples"] == pytest.approx([2.0, 3.0])  # the first call was warm-up
+    assert row["torch"]["ms_samples"] == pytest.approx([20.0, 30.0])
+    assert row["ratio_torch_over_mh3"] == pytest.approx(10.0)
+    results = bench.benchmark("cpu", ["tiny"], ["4"], n_steps=1, warmup=0, report=len)
+    assert results["interleave"] is False  # the default (the command's test interleaves)
+    assert bench.SUITES["gpu"]["interleave"] is False
 
 
 @pytest.mark.parametrize(
