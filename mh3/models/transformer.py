@@ -9,6 +9,10 @@ name map plus a few leaf rules (see mh3/weights).
 
 Dropout is `Dropout` below (a hashed keep mask), not flax's, for speed on CPU.
 
+`SelfAttention` computes its core in one of three forms (`attention_form`): batched (the
+textbook one, and the only one with attention dropout), example by example on the CPU, and
+cuDNN's fused kernel on a GPU where it applies.
+
 Parameters are always float32; `dtype` is the compute dtype (bf16 halves activation memory and
 uses bf16 matmuls where the CPU/GPU/TPU has them). Softmax and LayerNorm statistics run in
 float32 whatever the compute dtype, because bf16 loses too much there.
@@ -233,11 +237,11 @@ def batched_attention():
 def fused_attention(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array | None:
     """softmax(q k^T / sqrt(d)) v by cuDNN's fused (flash) kernel, forward and backward; None
     on a GPU older than Ampere or where cuDNN refuses while tracing (none found, too old), and
-    the caller computes the batched form instead. q, k, v: (B, L, H, d), jax.nn.dot_product_attention's
-    layout. Why: the batched form writes B x H x L x L scores to memory; for the AudioSet AST
-    (1,214 tokens) on an H200 in bf16 its attention core took 8.8 ms forward + backward at batch
-    32 against cuDNN's 2.0 (PyTorch SDPA 1.9), and its train step ran out of the 141 GB at
-    batch 64 (README, GPU and TPU). Masked inputs (padded text) keep the batched form: float32's
+    the caller computes the batched form instead. q, k, v: (B, L, H, d), the layout of
+    jax.nn.dot_product_attention. Why: the batched form writes B x H x L x L scores to memory;
+    for the AudioSet AST (1,214 tokens) on an H200 in bf16 its attention core took 8.8 ms
+    forward + backward at batch 32 against cuDNN's 2.0 (PyTorch SDPA 1.9), and its train step
+    ran out of memory at batch 64 (README, GPU and TPU). Masked inputs (padded text) keep the batched form: float32's
     minimum as a bf16 bias is -inf, and cuDNN's padding mask also zeroes the padded queries.
     """
     capability = getattr(jax.local_devices()[0], "compute_capability", "0.0")
