@@ -147,6 +147,11 @@ def make_batch(config, batch: int, length: int, seed: int = 0) -> dict:
     return out
 
 
+def _error(e: Exception) -> str:
+    """A failure kept as text in results.json (XLA and CUDA raise many types)."""
+    return f"{type(e).__name__}: {str(e)[:500]}"
+
+
 def _alternate(sides: dict, warmup: int, n_steps: int) -> tuple[dict, dict]:
     """(side -> seconds of each timed call, side -> error text): `warmup` untimed then `n_steps`
     timed rounds, each calling every side's step once in turn, so that both sides see the
@@ -160,8 +165,8 @@ def _alternate(sides: dict, warmup: int, n_steps: int) -> tuple[dict, dict]:
             start = time.perf_counter()
             try:
                 step()
-            except Exception as e:  # XLA and CUDA raise many types; kept as text
-                errors[side] = f"{type(e).__name__}: {str(e)[:500]}"
+            except Exception as e:
+                errors[side] = _error(e)
                 continue
             if i >= warmup:
                 times[side].append(time.perf_counter() - start)
@@ -416,8 +421,8 @@ def _measure(
                 # A profiler that fails (no CUPTI, say) costs its table, not the row's times.
                 try:
                     row["profile"][side] = ops(step)
-                except Exception as e:  # as in _alternate: kept as text
-                    row["profile"][side] = {"error": f"{type(e).__name__}: {str(e)[:300]}"}
+                except Exception as e:
+                    row["profile"][side] = {"error": _error(e)}
 
             return after
 
@@ -433,7 +438,7 @@ def _measure(
             "torch": lambda: build_torch(config, host, bf16=dtype == "bfloat16"),
             **builders,
         }
-    # Interleaved: both sides are built, then timed in alternation. Otherwise (an accelerator)
+    # Interleaved: both sides are built, then timed in alternation. Otherwise (the default)
     # one after the other, PyTorch first: its caching allocator gives the device's memory back
     # when it is done (_free_torch), while XLA keeps what it took for the rest of the process.
     for group in [list(builders)] if interleave else [[side] for side in builders]:
@@ -441,8 +446,8 @@ def _measure(
         for side in group:
             try:
                 built[side] = builders[side]()
-            except Exception as e:  # as in _alternate
-                row[side] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+            except Exception as e:
+                row[side] = {"error": _error(e)}
         if "mh3" in built:
             built["mh3"], row["flops_per_step"], row["flops_source"] = built["mh3"]
         times, errors = _alternate(built, warmup, n_steps)
@@ -454,7 +459,7 @@ def _measure(
             if after[side]:
                 after[side](built[side])
         if "torch" in group:
-            del built
+            del built  # the last reference to PyTorch's model, so that _free_torch frees it
             _free_torch()
     for side in ("mh3", "torch"):
         if isinstance(row[side], list):
